@@ -1,0 +1,1 @@
+"""RPS: the Real-Time Predictive System."""

@@ -1,0 +1,1 @@
+"""Data: sources, extraction, the quality gate, transformation, storage and versioning."""

@@ -1,0 +1,138 @@
+"""``params.yaml`` validated into one pydantic model (data, features, training, drift)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocationParams(_Strict):
+    name: str
+    latitude: float = Field(ge=-90, le=90)
+    longitude: float = Field(ge=-180, le=180)
+    timezone: str = "UTC"
+
+
+class DataParams(_Strict):
+    target: str = "temperature_2m"
+    variables: tuple[str, ...]
+    history_days: int = Field(default=365, ge=2)
+    past_days: int = Field(default=7, ge=1, le=92)
+
+    @model_validator(mode="after")
+    def _target_is_a_variable(self) -> DataParams:
+        if self.target not in self.variables:
+            raise ValueError(f"target {self.target!r} is not among data.variables")
+        return self
+
+
+class QualityParams(_Strict):
+    max_null_fraction: float = Field(default=0.01, ge=0, le=1)
+    min_rows: int = Field(default=168, ge=1)
+    freshness_hours: float = Field(default=6, gt=0)
+    ranges: dict[str, tuple[float, float]]
+
+    @field_validator("ranges")
+    @classmethod
+    def _ordered(cls, ranges: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
+        for column, (low, high) in ranges.items():
+            if low > high:
+                raise ValueError(f"quality.ranges.{column}: low {low} > high {high}")
+        return ranges
+
+
+class TransformParams(_Strict):
+    max_interpolate_hours: int = Field(default=3, ge=0)
+    outlier_zscore: float = Field(default=6.0, gt=0)
+
+
+class FeatureParams(_Strict):
+    horizon_hours: int = Field(default=6, ge=1, le=168)
+    lags: tuple[int, ...] = (1, 3, 6, 12, 24)
+    rolling_windows: tuple[int, ...] = (3, 6, 12, 24)
+    lag_variables: tuple[str, ...] = ("temperature_2m",)
+    pressure_tendency_hours: int = Field(default=3, ge=1)
+
+    @field_validator("lags", "rolling_windows")
+    @classmethod
+    def _positive_sorted(cls, values: tuple[int, ...]) -> tuple[int, ...]:
+        if not values or min(values) < 1:
+            raise ValueError("lags and rolling windows must be positive and non-empty")
+        return tuple(sorted(set(values)))
+
+    @property
+    def window_hours(self) -> int:
+        """Hours of history the newest feature row needs (the online window length)."""
+        return max(max(self.lags), max(self.rolling_windows), self.pressure_tendency_hours) + 1
+
+
+class PromotionParams(_Strict):
+    significance: float = Field(default=0.05, gt=0, lt=1)
+    non_inferiority_margin: float = Field(default=0.0, ge=0, lt=1)
+
+
+class TrainParams(_Strict):
+    holdout_fraction: float = Field(default=0.2, gt=0, lt=0.9)
+    cv_folds: int = Field(default=3, ge=2)
+    n_trials: int = Field(default=12, ge=1)
+    seed: int = 42
+    interval_alpha: float = Field(default=0.1, gt=0, lt=1)
+    promotion: PromotionParams = PromotionParams()
+    search_space: dict[str, dict[str, tuple[float, float]]] = {}
+
+
+class DriftParams(_Strict):
+    window_size: int = Field(default=500, ge=10)
+    ood_ratio_threshold: float = Field(default=0.15, gt=0, le=1)
+    mean_shift_threshold: float = Field(default=1.0, gt=0)
+    ks_threshold: float = Field(default=0.2, gt=0, le=1)
+    psi_threshold: float = Field(default=0.25, gt=0)
+    live_accuracy_window: int = Field(default=168, ge=1)
+
+
+class Params(_Strict):
+    location: LocationParams
+    data: DataParams
+    quality: QualityParams
+    transform: TransformParams = TransformParams()
+    features: FeatureParams = FeatureParams()
+    train: TrainParams = TrainParams()
+    drift: DriftParams = DriftParams()
+
+    @model_validator(mode="after")
+    def _columns_known(self) -> Params:
+        unknown = set(self.features.lag_variables) - set(self.data.variables)
+        if unknown:
+            raise ValueError(f"features.lag_variables not in data.variables: {sorted(unknown)}")
+        return self
+
+
+class ParamsError(ValueError):
+    """params.yaml is missing, unreadable or invalid."""
+
+
+def load_params(path: Path | str) -> Params:
+    """Read and validate ``params.yaml``.
+
+    Raises:
+        ParamsError: naming the file and the invalid field.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise ParamsError(f"params file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"params file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ParamsError(f"params file {path} must hold a mapping")
+    try:
+        return Params.model_validate(raw)
+    except ValueError as exc:
+        raise ParamsError(f"params file {path} is invalid: {exc}") from exc

@@ -66,11 +66,6 @@ class FeatureParams(_Strict):
             raise ValueError("lags and rolling windows must be positive and non-empty")
         return tuple(sorted(set(values)))
 
-    @property
-    def window_hours(self) -> int:
-        """Hours of history the newest feature row needs (the online window length)."""
-        return max(max(self.lags), max(self.rolling_windows), self.pressure_tendency_hours) + 1
-
 
 class PromotionParams(_Strict):
     significance: float = Field(default=0.05, gt=0, lt=1)

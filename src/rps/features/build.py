@@ -235,8 +235,9 @@ def build_features(
     return features
 
 
-def build_feature_row(window: pd.DataFrame | np.ndarray, spec: FeatureSpec, *,
-                      issue_time: pd.Timestamp | None = None) -> np.ndarray:
+def build_feature_row(
+    window: pd.DataFrame | np.ndarray, spec: FeatureSpec, *, issue_time: pd.Timestamp | None = None
+) -> np.ndarray:
     """The feature row for the newest hour of a window of recent observations (online path).
 
     Args:

@@ -587,6 +587,8 @@ class OpenMeteoSource:
             except OpenMeteoError as bad:
                 logger.warning("open_meteo: skipping invalid cached response %s (%s)", path, bad)
                 continue
+            # Hours after the fetch were forecasts then, not observations: never serve them.
+            frame = frame.loc[frame[TIME] <= fetched_at].reset_index(drop=True)
             note = (
                 f"open_meteo unreachable: {exc}; "
                 f"served cached response from {fetched_at.isoformat()}"

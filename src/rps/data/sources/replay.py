@@ -82,7 +82,7 @@ def read_tmy3(path: Path) -> pd.DataFrame:
     frame.index = pd.DatetimeIndex(data.index).tz_convert("UTC")
     # TMY months come from different years; row k is hour k+1 of the station's standard-time
     # year, so its UTC hour of year is fixed by the station's offset, whatever the month's year.
-    offset = int(round(float(meta.get("TZ", 0.0))))
+    offset = round(float(meta.get("TZ", 0.0)))
     frame["_hoy"] = (np.arange(len(frame)) + 1 - offset) % HOURS_PER_YEAR
     frame.attrs["station"] = f"{meta.get('USAF')} {str(meta.get('Name')).strip(chr(34))}"
     return frame

@@ -78,9 +78,11 @@ class SyntheticSource:
         seasonal = 14.0 - 10.0 * np.cos(2 * np.pi * (doy - 15) / 365.25)
         diurnal = -5.0 * np.cos(2 * np.pi * (hod - 3) / 24)  # minimum near 09 UTC (dawn, UTC-5)
         temperature = seasonal + diurnal + self._noise["temperature_2m"][idx]
-        depression = np.clip(6.0 + 3.0 * np.sin(2 * np.pi * hod / 24) + self._noise[
-            "dew_point_2m"][idx], 0.2, None)
+        depression = np.clip(
+            6.0 + 3.0 * np.sin(2 * np.pi * hod / 24) + self._noise["dew_point_2m"][idx], 0.2, None
+        )
         dew_point = temperature - depression
+
         # Magnus formula: humidity consistent with temperature and dew point
         def es(t: np.ndarray) -> np.ndarray:
             return np.exp(17.625 * t / (243.04 + t))
@@ -101,7 +103,7 @@ class SyntheticSource:
         values = self._base(times)
         frame = pd.DataFrame({name: values[name] for name in self.variables})
         for drift in self.drifts:
-            active = (times >= drift.start)
+            active = times >= drift.start
             if not active.any():
                 continue
             for column in drift.variables:
@@ -127,6 +129,7 @@ class SyntheticSource:
     def fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> FetchResult:
         start = pd.Timestamp(start).tz_convert("UTC").ceil("h")
         end = min(pd.Timestamp(end).tz_convert("UTC"), self._now()).floor("h")
-        times = pd.date_range(start, end, freq="h") if start <= end else pd.DatetimeIndex(
-            [], tz="UTC")
+        times = (
+            pd.date_range(start, end, freq="h") if start <= end else pd.DatetimeIndex([], tz="UTC")
+        )
         return FetchResult(frame=self.generate(times), source=self.name)

@@ -1,0 +1,1 @@
+"""Models: the bundle format, training, evaluation, the registry and its promotion gate."""

@@ -92,6 +92,8 @@ class _UnreachableError(Exception):
 def _describe(exc: BaseException) -> str:
     """A one-line description of a transport or status error."""
     text = str(exc)
+    if isinstance(exc, _RetryableStatusError):
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

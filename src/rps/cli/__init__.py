@@ -1,0 +1,21 @@
+"""The ``rps`` command line: one call into the library per command, plus output."""
+
+from __future__ import annotations
+
+import typer
+
+from rps.cli import data as data_cli
+
+app = typer.Typer(
+    name="rps",
+    help="RPS, the Real-Time Predictive System: ingest, validate, train, serve, monitor.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+data_cli.register(app)
+# Each command group registers itself here (one line per module).
+
+
+def main() -> None:
+    """Entry point of the ``rps`` script."""
+    app()

@@ -12,8 +12,8 @@ from rich.console import Console
 from rps.params import Params, ParamsError, load_params
 from rps.settings import Settings, get_settings
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 T = TypeVar("T")
 
 
@@ -23,7 +23,7 @@ def load_config() -> tuple[Settings, Params]:
     try:
         params = load_params(settings.params_file)
     except ParamsError as exc:
-        err_console.print(f"[red]error:[/red] {exc}")
+        err_console.print(f"error: {exc}", style="red", markup=False)
         raise typer.Exit(2) from exc
     return settings, params
 
@@ -34,7 +34,7 @@ def fail_on(*errors: type[Exception], code: int = 1) -> Iterator[None]:
     try:
         yield
     except errors as exc:
-        err_console.print(f"[red]error:[/red] {type(exc).__name__}: {exc}")
+        err_console.print(f"error: {type(exc).__name__}: {exc}", style="red", markup=False)
         raise typer.Exit(code) from exc
 
 

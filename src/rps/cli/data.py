@@ -72,8 +72,8 @@ def validate(
     try:
         report = run_quality_gate(raw_file, params, now=collected)
     except QualityGateError as exc:
-        err_console.print(f"[red]{exc.report.summary()}[/red]")
-        err_console.print(f"report: {exc.report_path}")
+        err_console.print(exc.report.summary(), style="red", markup=False)
+        err_console.print(f"report: {exc.report_path}", markup=False)
         raise typer.Exit(1) from exc
     console.print(report.summary())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from rps.cli import data as data_cli
+from rps.cli import serve as serve_cli
 
 app = typer.Typer(
     name="rps",
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 data_cli.register(app)
+serve_cli.register(app)
 # Each command group registers itself here (one line per module).
 
 

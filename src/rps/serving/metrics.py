@@ -1,0 +1,320 @@
+"""Prometheus metrics of the prediction service, correct with one or several worker processes.
+
+With several workers (``rps serve --workers N``) the launcher points ``PROMETHEUS_MULTIPROC_DIR``
+at an emptied folder before any worker imports ``prometheus_client``; every worker then writes its
+samples to memory-mapped files there and ``/metrics`` (answered by any worker) aggregates them:
+counters and histograms are summed, gauges use the multiprocess mode named at their definition
+(``livemostrecent``: the value most recently set by a live worker).
+
+Values that are a function of "now" or of a file (uptime, the pipeline status, the served
+model's identity) are not stored: a collector computes them at scrape time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from rps.serving.launcher import MULTIPROC_ENV
+
+if TYPE_CHECKING:
+    from rps.serving.drift import DriftSnapshot
+    from rps.serving.predictor import ServedModel
+
+logger = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+INTERVAL_WIDTH_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0)
+PIPELINE_STATUS_FILE = "pipeline_status.json"
+
+
+def multiprocess_enabled() -> bool:
+    """Whether ``prometheus_client`` writes to a shared multiprocess folder.
+
+    The folder must be set before ``prometheus_client`` is first imported; when it was set later
+    the process still keeps its metrics in memory, and so exposes them itself.
+    """
+    if not os.environ.get(MULTIPROC_ENV):
+        return False
+    from prometheus_client import values
+
+    if values.ValueClass is values.MutexValue:
+        logger.warning(
+            "%s is set but prometheus_client was imported before it: single-process metrics",
+            MULTIPROC_ENV,
+        )
+        return False
+    return True
+
+
+def _iso_timestamp(value: object) -> float | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+class RuntimeCollector(Collector):
+    """Scrape-time metrics: uptime, the served model's identity, the pipeline status file."""
+
+    def __init__(
+        self,
+        *,
+        started_at: float,
+        status_file: Path,
+        model_name: str,
+        current_model: Callable[[], ServedModel | None],
+    ) -> None:
+        """Create the collector.
+
+        Args:
+            started_at: Unix time the service started (the launcher's, shared by workers).
+            status_file: ``pipeline_status.json`` written by the pipeline.
+            model_name: The registered model name (label of ``model_info``).
+            current_model: Returns the model this worker serves now.
+        """
+        self.started_at = started_at
+        self.status_file = status_file
+        self.model_name = model_name
+        self.current_model = current_model
+
+    def describe(self) -> list[Metric]:
+        """Nothing to pre-register (names are unique to this collector)."""
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        """Yield the current values."""
+        yield GaugeMetricFamily(
+            "service_uptime_seconds",
+            "Seconds since the prediction service started.",
+            value=max(0.0, time.time() - self.started_at),
+        )
+        model = self.current_model()
+        if model is not None:
+            info = GaugeMetricFamily(
+                "model_info",
+                "The served model (value 1): registered name, version and alias.",
+                labels=["name", "version", "alias"],
+            )
+            info.add_metric([self.model_name, model.version, model.alias], 1.0)
+            yield info
+            holdout = model.bundle.metrics.get("holdout_rmse")
+            if holdout is not None and math.isfinite(holdout):
+                yield GaugeMetricFamily(
+                    "model_holdout_rmse",
+                    "RMSE of the served model on its training holdout.",
+                    value=holdout,
+                )
+        yield from self._pipeline_status()
+
+    def _pipeline_status(self) -> Iterator[Metric]:
+        try:
+            status = json.loads(self.status_file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot read %s: %s", self.status_file, exc)
+            return
+        if not isinstance(status, dict):
+            return
+        success = _iso_timestamp(status.get("last_success_at"))
+        if success is not None:
+            yield GaugeMetricFamily(
+                "pipeline_last_success_timestamp_seconds",
+                "Unix time of the last successful pipeline run.",
+                value=success,
+            )
+        observed = _iso_timestamp(status.get("last_observation_at"))
+        if observed is not None:
+            yield GaugeMetricFamily(
+                "data_last_observation_timestamp_seconds",
+                "Unix time of the newest observation the pipeline stored.",
+                value=observed,
+            )
+        failed = status.get("last_run_failed")
+        if isinstance(failed, bool):
+            yield GaugeMetricFamily(
+                "pipeline_last_run_failed",
+                "1 when the last pipeline run failed, else 0.",
+                value=float(failed),
+            )
+
+
+class ServingMetrics:
+    """The service's metric objects and their exposition."""
+
+    def __init__(self, runtime: RuntimeCollector) -> None:
+        """Define the metrics (in a private registry, so several apps can share a process).
+
+        Args:
+            runtime: The scrape-time collector to expose alongside.
+        """
+        self.multiprocess = multiprocess_enabled()
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "api_requests",
+            "HTTP requests by method, route template and status code.",
+            ["method", "endpoint", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "api_request_latency_seconds",
+            "Request latency by route template.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "predictions", "Rows predicted (each row of a batch counts).", registry=registry
+        )
+        self.prediction_errors = Counter(
+            "prediction_errors",
+            "Prediction requests refused or failed, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.ood_ratio = Gauge(
+            "out_of_distribution_ratio",
+            "Share of the window's rows with a feature outside the training range.",
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.mean_shift = Gauge(
+            "feature_mean_shift",
+            "Window mean minus training mean, in training standard deviations (absolute).",
+            ["feature_name"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.ks = Gauge(
+            "feature_ks_statistic",
+            "Two-sample Kolmogorov-Smirnov statistic of the window vs the training sample.",
+            ["feature_name"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.psi = Gauge(
+            "feature_psi",
+            "Population stability index of the window over the training deciles.",
+            ["feature_name"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.prediction_variance = Gauge(
+            "prediction_variance",
+            "Variance of the point forecasts in the drift window.",
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.prediction_confidence = Histogram(
+            "prediction_confidence",
+            "Width of the prediction interval (upper - lower), in target units.",
+            buckets=INTERVAL_WIDTH_BUCKETS,
+            registry=registry,
+        )
+        self.live_rmse = Gauge(
+            "live_rmse",
+            "RMSE of the newest predictions joined to realized values.",
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.live_mae = Gauge(
+            "live_mae",
+            "MAE of the newest predictions joined to realized values.",
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.live_samples = Gauge(
+            "live_samples",
+            "Joined predictions behind live_rmse and live_mae.",
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
+        self.model_swaps = Counter(
+            "model_swaps",
+            "Model reloads and rollbacks by outcome.",
+            ["action", "result"],
+            registry=registry,
+        )
+        registry.register(runtime)
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            self._exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._exposed)  # type: ignore[no-untyped-call]
+            self._exposed.register(runtime)
+        else:
+            from prometheus_client import GC_COLLECTOR, PLATFORM_COLLECTOR, PROCESS_COLLECTOR
+
+            for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+                registry.register(collector)
+            self._exposed = registry
+        self._latency_children: dict[str, Histogram] = {}
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
+
+    def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        """Count one request and its latency."""
+        latency = self._latency_children.get(endpoint)
+        if latency is None:
+            latency = self._latency_children[endpoint] = self.latency.labels(endpoint=endpoint)
+        latency.observe(seconds)
+        key = (method, endpoint, status)
+        counter = self._request_children.get(key)
+        if counter is None:
+            counter = self._request_children[key] = self.requests.labels(
+                method=method, endpoint=endpoint, status=str(status)
+            )
+        counter.inc()
+
+    def set_drift(self, snapshot: DriftSnapshot) -> None:
+        """Publish a drift window's statistics."""
+        self.ood_ratio.set(snapshot.ood_ratio)
+        self.prediction_variance.set(snapshot.prediction_variance)
+        for name, value in snapshot.mean_shift.items():
+            self.mean_shift.labels(feature_name=name).set(value)
+        for name, value in snapshot.ks.items():
+            self.ks.labels(feature_name=name).set(value)
+        for name, value in snapshot.psi.items():
+            self.psi.labels(feature_name=name).set(value)
+
+    def set_live_accuracy(self, rmse: float | None, mae: float | None, samples: int) -> None:
+        """Publish the live accuracy (RMSE/MAE stay unset until a prediction is joined)."""
+        self.live_samples.set(samples)
+        if rmse is not None and mae is not None:
+            self.live_rmse.set(rmse)
+            self.live_mae.set(mae)
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text and its content type."""
+        return generate_latest(self._exposed), CONTENT_TYPE_LATEST
+
+    def worker_exit(self) -> None:
+        """Drop this worker's live gauges from the multiprocess folder (at shutdown)."""
+        if self.multiprocess:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]

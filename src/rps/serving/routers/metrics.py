@@ -1,0 +1,21 @@
+"""``GET /metrics``: the Prometheus exposition (all workers aggregated)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from rps.serving.deps import ServiceDep
+
+router = APIRouter(tags=["monitoring"])
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"}},
+    summary="Prometheus metrics",
+)
+async def metrics(service: ServiceDep) -> Response:
+    """Counters, histograms and gauges of the service (see docs/MONITORING.md)."""
+    body, content_type = service.metrics.render()
+    return Response(body, media_type=content_type)

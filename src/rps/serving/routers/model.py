@@ -1,0 +1,84 @@
+"""``/model``: what is served, and hot reload or rollback (bearer token)."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, HTTPException, status
+
+from rps.serving.deps import AdminDep, ModelDep, ServiceDep
+from rps.serving.predictor import ModelLoadError, NoPreviousModelError, SwapResult
+from rps.serving.responses import OrjsonResponse, errors
+from rps.serving.schemas import ModelInfoResponse, ModelSwapResponse
+
+logger = logging.getLogger(__name__)
+router = APIRouter(prefix="/model", tags=["model"])
+
+
+@router.get(
+    "/info",
+    response_model=ModelInfoResponse,
+    responses=errors(503),
+    summary="The served model and its lineage",
+)
+async def model_info(model: ModelDep) -> OrjsonResponse:
+    """Name, version, alias, run, dataset hash, code SHA, metrics, features and checksum."""
+    from rps.serving.service import PredictionService
+
+    return OrjsonResponse(PredictionService.model_info(model))
+
+
+def _swap_body(action: str, result: SwapResult) -> dict[str, object]:
+    return {
+        "action": action,
+        "changed": result.changed,
+        "previous_version": result.previous.version if result.previous else None,
+        "model_version": result.current.version,
+        "checksum": result.current.checksum,
+        "detail": result.detail,
+    }
+
+
+def _refused(service: ServiceDep, action: str, exc: Exception) -> HTTPException:
+    service.metrics.model_swaps.labels(action=action, result="refused").inc()
+    current = service.manager.current
+    keeping = f"; still serving version {current.version}" if current else ""
+    logger.warning("%s refused: %s", action, exc)
+    return HTTPException(status.HTTP_409_CONFLICT, f"{action} refused: {exc}{keeping}")
+
+
+@router.post(
+    "/reload",
+    response_model=ModelSwapResponse,
+    responses=errors(401, 403, 409, 503),
+    summary="Hot-swap to the current champion",
+)
+async def reload_model(service: ServiceDep, _admin: AdminDep) -> OrjsonResponse:
+    """Load the champion (``model_dir`` or the registry alias) and swap to it atomically.
+
+    The candidate must load, pass its checksums and predict finite values on its reference
+    sample; otherwise the answer is 409 and the current model stays. Requests in flight finish
+    on the model they started with. Other workers follow within about a second.
+    """
+    try:
+        result = await service.manager.reload()
+    except ModelLoadError as exc:
+        raise _refused(service, "reload", exc) from exc
+    service.metrics.model_swaps.labels(action="reload", result="ok").inc()
+    return OrjsonResponse(_swap_body("reload", result))
+
+
+@router.post(
+    "/rollback",
+    response_model=ModelSwapResponse,
+    responses=errors(401, 403, 409, 503),
+    summary="Swap back to the previous model",
+)
+async def rollback_model(service: ServiceDep, _admin: AdminDep) -> OrjsonResponse:
+    """Serve the model that was served before the current one (409 when there is none)."""
+    try:
+        result = await service.manager.rollback()
+    except (ModelLoadError, NoPreviousModelError) as exc:
+        raise _refused(service, "rollback", exc) from exc
+    service.metrics.model_swaps.labels(action="rollback", result="ok").inc()
+    return OrjsonResponse(_swap_body("rollback", result))

@@ -1,0 +1,45 @@
+"""``POST /predict``: forecasts for feature rows or for a window of raw observations."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from rps.serving.deps import ModelDep, ServiceDep
+from rps.serving.responses import OrjsonResponse, errors
+from rps.serving.schemas import PredictRequest, PredictResponse
+from rps.serving.service import InputError
+
+router = APIRouter(tags=["predictions"])
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=errors(413, 503),
+    summary="Forecast feature rows or an observation window",
+)
+async def predict(body: PredictRequest, service: ServiceDep, model: ModelDep) -> OrjsonResponse:
+    """Forecast the target ``horizon_hours`` ahead.
+
+    Send either ``rows`` (every feature of the model per row, at most ``max_batch_rows``) or
+    ``observations`` (at least ``window_hours`` consecutive hourly observations, oldest first);
+    the server then builds the feature row for the newest hour, and the prediction is logged
+    for live accuracy. Each forecast comes with its interval and the features that lie outside
+    the training range.
+    """
+    if body.rows is not None:
+        matrix = service.rows_to_matrix(model, body.rows)
+        issue_times = body.issue_times
+        if issue_times is not None and len(issue_times) != len(body.rows):
+            raise InputError.at(
+                ["issue_times"],
+                f"issue_times has {len(issue_times)} items, rows has {len(body.rows)}",
+            )
+        items = service.predict(model, matrix, issue_times=issue_times, loc="rows")
+    else:
+        assert body.observations is not None  # the request model guarantees one input
+        row, issue_time = service.observations_to_row(model, body.observations)
+        items = service.predict(
+            model, row.reshape(1, -1), issue_times=[issue_time], loc="observations"
+        )
+    return OrjsonResponse(service.response(model, items))

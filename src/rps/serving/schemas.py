@@ -1,0 +1,218 @@
+"""Request and response bodies of the prediction API (the OpenAPI schema is built from these).
+
+Feature values and observations are strict finite numbers: strings, booleans, ``NaN`` and
+infinities are rejected with a 422 that names the offending field. Limits that depend on the
+loaded model or on the settings (known feature names, ``max_batch_rows``, the observation window
+length) are checked by the handlers and reported in the same 422 format.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""A JSON number that is neither NaN nor infinite (integers are accepted)."""
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Observation(BaseModel):
+    """One hourly observation: ``time`` plus one finite number per variable."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={
+            "examples": [
+                {
+                    "time": "2024-05-01T12:00:00Z",
+                    "temperature_2m": 21.5,
+                    "relative_humidity_2m": 55.0,
+                    "dew_point_2m": 12.1,
+                    "surface_pressure": 1003.2,
+                    "wind_speed_10m": 11.0,
+                    "wind_direction_10m": 230.0,
+                    "cloud_cover": 40.0,
+                }
+            ]
+        },
+    )
+
+    time: datetime = Field(description="Start of the hour (UTC when no offset is given).")
+    __pydantic_extra__: dict[str, FiniteFloat]  # type: ignore[assignment]
+
+    @property
+    def values(self) -> dict[str, float]:
+        """The variables of this observation (everything but ``time``)."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+class PredictRequest(BaseModel):
+    """Either a batch of feature rows or a window of recent raw observations."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rows: list[dict[str, FiniteFloat]] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Feature rows, each mapping every feature name of the model (GET /model/info) to a "
+            "number. At most `max_batch_rows` rows."
+        ),
+    )
+    issue_times: list[datetime] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Optional issue time of each row (same length as `rows`); when given, the target "
+            "time is known and the prediction is logged for live accuracy."
+        ),
+    )
+    observations: list[Observation] | None = Field(
+        default=None,
+        min_length=1,
+        description=(
+            "Consecutive hourly observations ending at the issue time, oldest first, holding "
+            "every variable of the model's feature spec; the newest `window_hours` are used."
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _one_input(self) -> PredictRequest:
+        if (self.rows is None) == (self.observations is None):
+            raise ValueError("provide exactly one of 'rows' or 'observations'")
+        if self.issue_times is not None and self.rows is None:
+            raise ValueError("'issue_times' goes with 'rows' only")
+        return self
+
+
+class Prediction(_Response):
+    """The forecast for one row."""
+
+    prediction: float = Field(description="Point forecast of the target variable.")
+    lower: float = Field(description="Lower bound of the calibrated prediction interval.")
+    upper: float = Field(description="Upper bound of the calibrated prediction interval.")
+    ood_features: list[str] = Field(
+        description="Features outside the training range [min, max] for this row."
+    )
+    issue_time: datetime | None = Field(default=None, description="Newest observation used.")
+    target_time: datetime | None = Field(default=None, description="Time the forecast is for.")
+
+
+class PredictResponse(_Response):
+    """Forecasts in request order, with the model that made them."""
+
+    model_name: str
+    model_version: str
+    target: str = Field(description="The forecast variable, e.g. temperature_2m.")
+    horizon_hours: int
+    interval_alpha: float | None = Field(description="Miscoverage of the interval (0.1: 90%).")
+    predictions: list[Prediction]
+
+
+class HealthResponse(_Response):
+    """Liveness and readiness: 200 with a model loaded, 503 without."""
+
+    status: Literal["ok", "unavailable"]
+    model_loaded: bool
+    model_name: str | None = None
+    model_version: str | None = None
+    uptime_seconds: float
+    detail: str | None = None
+
+
+class ModelInfoResponse(_Response):
+    """What is being served and where it came from."""
+
+    name: str
+    version: str
+    alias: str
+    kind: str
+    run_id: str | None
+    dataset_md5: str | None
+    code_sha: str | None
+    trained_at: str | None
+    metrics: dict[str, float]
+    features: list[str]
+    target: str
+    horizon_hours: int
+    window_hours: int = Field(description="Observations a POST /predict window needs.")
+    interval: dict[str, float]
+    checksum: str
+    source: str
+    loaded_at: datetime
+    lineage: dict[str, Any]
+
+
+class FeedbackObservation(BaseModel):
+    """A realized value: ``time`` and at least the target variable."""
+
+    model_config = ConfigDict(
+        extra="allow",
+        json_schema_extra={"examples": [{"time": "2024-05-01T18:00:00Z", "temperature_2m": 24.0}]},
+    )
+
+    time: datetime
+    __pydantic_extra__: dict[str, FiniteFloat]  # type: ignore[assignment]
+
+    @property
+    def values(self) -> dict[str, float]:
+        """The variables of this observation (everything but ``time``)."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+class FeedbackRequest(BaseModel):
+    """Realized observations to join with logged predictions."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    observations: list[FeedbackObservation] = Field(min_length=1)
+
+
+class FeedbackResponse(_Response):
+    """How many predictions the feedback resolved, and the live accuracy after it."""
+
+    received: int
+    joined: int = Field(description="Logged predictions whose target time got a realized value.")
+    live_rmse: float | None
+    live_mae: float | None
+    live_samples: int
+
+
+class ModelSwapResponse(_Response):
+    """Outcome of a reload or rollback."""
+
+    action: Literal["reload", "rollback"]
+    changed: bool
+    previous_version: str | None
+    model_version: str
+    checksum: str
+    detail: str
+
+
+class ForecastResponse(_Response):
+    """The forecast for the configured place from the newest stored observations."""
+
+    location: str | None
+    latitude: float | None
+    longitude: float | None
+    model_name: str
+    model_version: str
+    target: str
+    issue_time: datetime
+    target_time: datetime
+    prediction: float
+    lower: float
+    upper: float
+    ood_features: list[str]
+    observations_file: str
+
+
+class ErrorResponse(_Response):
+    """An error with a human-readable message."""
+
+    detail: str

@@ -209,6 +209,14 @@ class S3ObjectStore:
 
     The bucket is created on first use when missing. Each object carries its md5 in its
     metadata so that an identical re-put is recognised without downloading it.
+
+    Args:
+        bucket: the bucket name.
+        endpoint_url: an S3-compatible server (MinIO, moto); None for AWS.
+        region: the region (also the new bucket's location).
+        access_key: the access key id; None: boto3's default credential chain.
+        secret_key: the secret access key; None: boto3's default credential chain.
+        max_attempts: attempts per request (botocore's "standard" retry mode, with backoff).
     """
 
     def __init__(
@@ -218,6 +226,8 @@ class S3ObjectStore:
         region: str = "us-east-1",
         access_key: str | None = None,
         secret_key: str | None = None,
+        *,
+        max_attempts: int = 5,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -231,7 +241,7 @@ class S3ObjectStore:
             region_name=region,
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
-            config=Config(retries={"max_attempts": 5, "mode": "standard"}),
+            config=Config(retries={"max_attempts": max_attempts, "mode": "standard"}),
         )
         self._bucket_ready = False
 
@@ -247,7 +257,12 @@ class S3ObjectStore:
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return str(error.get("Code") or status or "")
 
-    def _ensure_bucket(self) -> None:
+    def ensure_bucket(self) -> None:
+        """Create the bucket if it does not exist (once per instance).
+
+        Raises:
+            StorageError: the bucket is unreachable or cannot be created.
+        """
         if self._bucket_ready:
             return
         from botocore.exceptions import BotoCoreError, ClientError
@@ -319,7 +334,7 @@ class S3ObjectStore:
 
     def exists(self, key: str) -> bool:
         _check_key(key)
-        self._ensure_bucket()
+        self.ensure_bucket()
         return self._head(key) is not None
 
     def put_file(self, local_path: Path | str, key: str) -> str:
@@ -329,7 +344,7 @@ class S3ObjectStore:
         _check_key(key)
         if not source.is_file():
             raise StorageError(f"cannot store {key!r}: source file {source} does not exist")
-        self._ensure_bucket()
+        self.ensure_bucket()
         md5 = file_md5(source)
         head = self._head(key)
         if head is not None:
@@ -355,7 +370,7 @@ class S3ObjectStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         _check_key(key)
-        self._ensure_bucket()
+        self.ensure_bucket()
         target = Path(local_path)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.name}{_TMP_MARKER}{uuid.uuid4().hex}")
@@ -375,7 +390,7 @@ class S3ObjectStore:
     def list(self, prefix: str = "") -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
-        self._ensure_bucket()
+        self.ensure_bucket()
         keys: list[str] = []
         try:
             paginator = self._client.get_paginator("list_objects_v2")

@@ -1,0 +1,559 @@
+"""Dataset versions with DVC: a git + DVC workspace whose remote is a folder or an S3 bucket.
+
+The workspace (``settings.dvc_repo_path``) tracks one file, ``data/observations.parquet``.
+Each :func:`version_dataset` call ``dvc add``-s the new content, pushes it to the remote
+named ``storage`` and (when ``settings.dvc_git_commit``) commits the ``.dvc`` pointer, then
+registers the version in a JSON-lines catalog (``<state>/datasets.jsonl``). A version is
+registered only after its push succeeded; any failure rolls the workspace, the git history
+and the catalog back to their previous state.
+
+DVC's Python API (``dvc.repo.Repo``) is used in-process; git runs as the ``git`` CLI.
+Versions are loaded straight from the DVC cache by content hash, fetching from the remote
+when the cache lacks them, so loading needs neither a checkout nor a git revision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from rps.data.storage import S3ObjectStore, StorageError, file_md5
+
+if TYPE_CHECKING:
+    from dvc.repo import Repo
+
+    from rps.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+REMOTE_NAME = "storage"
+PATH_IN_REPO = "data/observations.parquet"
+CATALOG_NAME = "datasets.jsonl"
+MIN_PREFIX = 7
+_GIT_USER = ("rps", "rps@localhost")
+_GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY")
+
+
+class VersioningError(RuntimeError):
+    """A dataset could not be versioned or loaded (git, DVC or the remote failed)."""
+
+
+class DatasetNotFoundError(VersioningError, LookupError):
+    """No registered dataset version matches the request."""
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """One registered dataset version.
+
+    Attributes:
+        md5: DVC's content hash of the parquet file (the version's identity).
+        size: file size in bytes.
+        rows: number of rows in the parquet file.
+        git_rev: the commit of the DVC workspace that records this version, or None when
+            git commits are disabled (``settings.dvc_git_commit``).
+        remote: the DVC remote's URL at the time of versioning.
+        storage_uri: the object's URI on that remote (``file://...`` or ``s3://...``).
+        created_at: when the version was registered (UTC).
+        path_in_repo: the tracked file's path inside the DVC workspace.
+    """
+
+    md5: str
+    size: int
+    rows: int
+    git_rev: str | None
+    remote: str
+    storage_uri: str
+    created_at: datetime
+    path_in_repo: str = PATH_IN_REPO
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (``created_at`` as ISO 8601)."""
+        data = asdict(self)
+        data["created_at"] = self.created_at.isoformat()
+        return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DatasetVersion:
+        """Inverse of :meth:`to_json`.
+
+        Raises:
+            KeyError, TypeError, ValueError: the dict is not a dataset version.
+        """
+        return cls(
+            md5=str(data["md5"]),
+            size=int(data["size"]),
+            rows=int(data["rows"]),
+            git_rev=None if data.get("git_rev") is None else str(data["git_rev"]),
+            remote=str(data["remote"]),
+            storage_uri=str(data["storage_uri"]),
+            created_at=datetime.fromisoformat(str(data["created_at"])),
+            path_in_repo=str(data.get("path_in_repo", PATH_IN_REPO)),
+        )
+
+
+# helpers -------------------------------------------------------------------------------
+def _git(repo_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
+    try:
+        result = subprocess.run(
+            ["git", *args],
+            cwd=repo_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        raise VersioningError(f"cannot run git in {repo_path}: {exc}") from exc
+    if check and result.returncode != 0:
+        raise VersioningError(
+            f"git {' '.join(args)} failed in {repo_path}: {result.stderr.strip() or result.stdout}"
+        )
+    return result
+
+
+def _head(repo_path: Path) -> str | None:
+    result = _git(repo_path, "rev-parse", "--verify", "-q", "HEAD", check=False)
+    return result.stdout.strip() or None
+
+
+@contextlib.contextmanager
+def _quiet_dvc() -> Iterator[None]:
+    """Silence DVC's INFO chatter (git hints) for the duration; warnings still pass."""
+    dvc_logger = logging.getLogger("dvc")
+    level = dvc_logger.level
+    dvc_logger.setLevel(max(level, logging.WARNING))
+    try:
+        yield
+    finally:
+        dvc_logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def _open_repo(repo_path: Path) -> Iterator[Repo]:
+    from dvc.repo import Repo
+
+    with _quiet_dvc(), Repo(str(repo_path)) as repo:
+        yield repo
+
+
+@contextlib.contextmanager
+def _locked(repo_path: Path) -> Iterator[None]:
+    """An exclusive inter-process (and inter-thread) lock on the DVC workspace."""
+    lock_path = repo_path.parent / f".{repo_path.name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _is_s3(url: str) -> bool:
+    return url.startswith("s3://")
+
+
+def _remote_url(settings: Settings) -> str:
+    url = settings.dvc_remote
+    if "://" in url:
+        return url
+    path = Path(url).expanduser()
+    return str(path if path.is_absolute() else settings.project_root / path)
+
+
+def _desired_remote(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+    """The ``storage`` remote's settings: (repo level, local level with the credentials)."""
+    url = _remote_url(settings)
+    shared: dict[str, str] = {"url": url}
+    private: dict[str, str] = {}
+    if _is_s3(url):
+        shared["region"] = settings.s3_region
+        if settings.s3_endpoint_url:
+            shared["endpointurl"] = settings.s3_endpoint_url
+        if settings.aws_access_key_id is not None:
+            private["access_key_id"] = settings.aws_access_key_id.get_secret_value()
+        if settings.aws_secret_access_key is not None:
+            private["secret_access_key"] = settings.aws_secret_access_key.get_secret_value()
+    return shared, private
+
+
+def _ensure_s3_bucket(settings: Settings, url: str) -> None:
+    bucket = url.removeprefix("s3://").split("/", 1)[0]
+    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
+    store = S3ObjectStore(
+        bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region=settings.s3_region,
+        access_key=key_id.get_secret_value() if key_id else None,
+        secret_key=secret.get_secret_value() if secret else None,
+    )
+    try:
+        store.ensure_bucket()
+    except StorageError as exc:
+        raise VersioningError(f"DVC remote {url}: {exc}") from exc
+
+
+def _configure_remote(repo_path: Path, settings: Settings) -> bool:
+    """Make the ``storage`` remote match the settings; True when the repo config changed."""
+    shared, private = _desired_remote(settings)
+    changed = False
+    with _open_repo(repo_path) as repo:
+        current = repo.config.read("repo")
+        current_remote = {k: str(v) for k, v in current["remote"].get(REMOTE_NAME, {}).items()}
+        core = current.get("core", {})
+        if (
+            current_remote != shared
+            or core.get("remote") != REMOTE_NAME
+            or str(core.get("analytics", "")).lower() != "false"
+        ):
+            with repo.config.edit("repo") as conf:
+                conf["remote"][REMOTE_NAME] = dict(shared)
+                conf["core"]["remote"] = REMOTE_NAME
+                conf["core"]["analytics"] = False
+            changed = True
+            logger.info("DVC remote %r set to %s", REMOTE_NAME, shared["url"])
+        site_cache = str(repo_path / ".dvc" / "tmp" / "site-cache")
+        local = repo.config.read("local")
+        local_remote = {k: str(v) for k, v in local["remote"].get(REMOTE_NAME, {}).items()}
+        if local_remote != private or local.get("core", {}).get("site_cache_dir") != site_cache:
+            # .dvc/config.local is git-ignored by DVC: credentials never reach a commit
+            with repo.config.edit("local") as conf:
+                if private:
+                    conf["remote"][REMOTE_NAME] = dict(private)
+                else:
+                    conf["remote"].pop(REMOTE_NAME, None)
+                conf["core"]["site_cache_dir"] = site_cache
+    if _is_s3(shared["url"]):
+        _ensure_s3_bucket(settings, shared["url"])
+    return changed
+
+
+def _ensure_repo(settings: Settings) -> Path:
+    repo_path = settings.dvc_repo_path.absolute()
+    repo_path.mkdir(parents=True, exist_ok=True)
+    if not (repo_path / ".git").exists():
+        _git(repo_path, "init", "-q")
+        logger.info("initialised git repository %s", repo_path)
+    for key, value in (
+        ("user.name", _GIT_USER[0]),
+        ("user.email", _GIT_USER[1]),
+        ("commit.gpgsign", "false"),
+    ):
+        if _git(repo_path, "config", "--local", "--get", key, check=False).returncode != 0:
+            _git(repo_path, "config", "--local", key, value)
+    created = not (repo_path / ".dvc").is_dir()
+    if created:
+        from dvc.repo import Repo
+
+        try:
+            with _quiet_dvc():
+                Repo.init(str(repo_path)).close()
+        except Exception as exc:
+            raise VersioningError(f"dvc init failed in {repo_path}: {exc}") from exc
+        logger.info("initialised DVC repository %s", repo_path)
+    try:
+        changed = _configure_remote(repo_path, settings)
+    except VersioningError:
+        raise
+    except Exception as exc:
+        raise VersioningError(f"cannot configure the DVC remote in {repo_path}: {exc}") from exc
+    if created or changed:
+        setup = [".dvc/config", ".dvc/.gitignore", ".dvcignore"]
+        _git(repo_path, "add", "--", *[p for p in setup if (repo_path / p).exists()])
+        if _git(repo_path, "diff", "--cached", "--quiet", check=False).returncode != 0:
+            subject = "Initialise DVC repository" if created else "Update DVC remote"
+            _git(repo_path, "commit", "-q", "-m", f"{subject} ({_remote_url(settings)})")
+    return repo_path
+
+
+def _catalog_path(settings: Settings) -> Path:
+    return settings.state_path / CATALOG_NAME
+
+
+def _read_catalog(settings: Settings) -> list[DatasetVersion]:
+    path = _catalog_path(settings)
+    if not path.exists():
+        return []
+    entries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entries.append(DatasetVersion.from_json(json.loads(line)))
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("skipping malformed line %d of %s: %s", number, path, exc)
+    return entries
+
+
+def _append_catalog(settings: Settings, version: DatasetVersion) -> None:
+    path = _catalog_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(version.to_json(), sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _storage_uri(repo: Repo, md5: str) -> str:
+    url = str(repo.cloud.get_url_for(REMOTE_NAME, md5))
+    return url if "://" in url else Path(url).absolute().as_uri()
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return int(pq.read_metadata(path).num_rows)
+    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError
+        raise VersioningError(f"{path} is not a readable parquet file: {exc}") from exc
+
+
+def _copy_into(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.incoming")
+    try:
+        with source.open("rb") as src, tmp.open("wb") as dst:
+            while chunk := src.read(1024 * 1024):
+                dst.write(chunk)
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# public API ----------------------------------------------------------------------------
+def ensure_dvc_repo(settings: Settings) -> Path:
+    """Create (or reconcile) the git + DVC workspace at ``settings.dvc_repo_path``.
+
+    A new workspace gets ``git init`` (local identity ``rps <rps@localhost>``), ``dvc init``
+    and the default remote ``storage`` = ``settings.dvc_remote``; an S3 remote also gets
+    ``endpointurl``/``region`` from the settings and its credentials in
+    ``.dvc/config.local`` (git-ignored), and its bucket is created when missing. An existing
+    workspace has its remote updated when the settings changed. Setup changes are committed.
+
+    Returns:
+        The workspace's absolute path.
+
+    Raises:
+        VersioningError: git or DVC failed, or the S3 bucket is unreachable.
+    """
+    repo_path = settings.dvc_repo_path.absolute()
+    with _locked(repo_path):
+        return _ensure_repo(settings)
+
+
+def version_dataset(
+    settings: Settings, parquet_path: Path | str, *, message: str
+) -> DatasetVersion:
+    """Version a parquet file: ``dvc add`` it, push it to the remote, commit and register it.
+
+    Versioning content identical to the latest version is a no-op that returns the
+    registered version (no new commit, no new catalog line). Versioning an older version's
+    content again makes it the latest: a new commit and a new catalog line for that md5
+    (:func:`list_datasets` still lists each md5 once, at its latest registration).
+
+    Args:
+        settings: selects the workspace, the remote and the catalog.
+        parquet_path: the dataset file (copied into the workspace).
+        message: the git commit's subject; the md5 is appended.
+
+    Returns:
+        The registered version.
+
+    Raises:
+        VersioningError: the file is missing or not parquet, or ``dvc add``/``dvc push``/git
+            failed; nothing is registered and the workspace is rolled back.
+    """
+    source = Path(parquet_path)
+    if not source.is_file():
+        raise VersioningError(f"cannot version {source}: file not found")
+    rows = _parquet_rows(source)
+    expected_md5 = file_md5(source)
+    repo_path = settings.dvc_repo_path.absolute()
+    with _locked(repo_path):
+        _ensure_repo(settings)
+        data_file = repo_path / PATH_IN_REPO
+        dvc_file = data_file.with_name(data_file.name + ".dvc")
+        gitignore = data_file.parent / ".gitignore"
+        snapshot = {p: p.read_bytes() if p.exists() else None for p in (dvc_file, gitignore)}
+        head_before = _head(repo_path)
+        try:
+            return _version_locked(
+                settings, repo_path, source, rows=rows, md5=expected_md5, message=message
+            )
+        except BaseException as exc:
+            logger.warning("versioning %s failed (%s): rolling back %s", source, exc, repo_path)
+            _rollback(repo_path, snapshot, data_file, dvc_file, head_before)
+            if isinstance(exc, VersioningError) or not isinstance(exc, Exception):
+                raise
+            raise VersioningError(f"versioning {source} failed: {exc}") from exc
+
+
+def _version_locked(
+    settings: Settings, repo_path: Path, source: Path, *, rows: int, md5: str, message: str
+) -> DatasetVersion:
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    data_file = repo_path / PATH_IN_REPO
+    _copy_into(source, data_file)
+    remote = _remote_url(settings)
+    with _open_repo(repo_path) as repo:
+        stages = repo.add([str(data_file)])
+        out = stages[0].outs[0]
+        added_md5 = str(out.hash_info.value)
+        if added_md5 != md5:
+            raise VersioningError(
+                f"dvc add recorded md5 {added_md5} for {source}, expected {md5} (file changed?)"
+            )
+        size = int(out.meta.size) if out.meta.size is not None else source.stat().st_size
+        try:
+            result = repo.cloud.push([HashInfo("md5", md5)], remote=REMOTE_NAME)
+        except Exception as exc:
+            raise VersioningError(f"dvc push of dataset {md5} to {remote} failed: {exc}") from exc
+        if result.failed:
+            raise VersioningError(f"dvc push of dataset {md5} to {remote} failed")
+        storage_uri = _storage_uri(repo, md5)
+    logger.info("pushed dataset %s (%d rows) to %s", md5, rows, storage_uri)
+
+    git_rev: str | None = None
+    if settings.dvc_git_commit:
+        paths = [f"{PATH_IN_REPO}.dvc", str(Path(PATH_IN_REPO).parent / ".gitignore")]
+        _git(repo_path, "add", "--", *paths)
+        if _git(repo_path, "diff", "--cached", "--quiet", "--", *paths, check=False).returncode:
+            _git(repo_path, "commit", "-q", "-m", f"{message} [dataset {md5}]", "--", *paths)
+            logger.info("committed dataset %s in %s", md5, repo_path)
+        git_rev = _head(repo_path)
+
+    catalog = _read_catalog(settings)
+    if catalog and catalog[-1].md5 == md5:
+        return catalog[-1]
+    version = DatasetVersion(
+        md5=md5,
+        size=size,
+        rows=rows,
+        git_rev=git_rev,
+        remote=remote,
+        storage_uri=storage_uri,
+        created_at=datetime.now(UTC),
+    )
+    _append_catalog(settings, version)
+    return version
+
+
+def _rollback(
+    repo_path: Path,
+    snapshot: dict[Path, bytes | None],
+    data_file: Path,
+    dvc_file: Path,
+    head_before: str | None,
+) -> None:
+    """Undo a failed :func:`version_dataset`: commit, pointer files, workspace copy."""
+    try:
+        head_now = _head(repo_path)
+        if head_now != head_before:
+            if head_before is None:
+                _git(repo_path, "update-ref", "-d", "HEAD", check=False)
+            else:
+                _git(repo_path, "reset", "-q", "--soft", head_before, check=False)
+        for path, content in snapshot.items():
+            if content is None:
+                path.unlink(missing_ok=True)
+            else:
+                path.write_bytes(content)
+        rel = [str(p.relative_to(repo_path)) for p in snapshot]
+        _git(repo_path, "reset", "-q", "--", *rel, check=False)
+        data_file.with_name(f".{data_file.name}.incoming").unlink(missing_ok=True)
+        if snapshot[dvc_file] is None:
+            data_file.unlink(missing_ok=True)
+        else:
+            with _open_repo(repo_path) as repo:
+                repo.checkout(targets=[str(dvc_file)], force=True)
+    except Exception:  # the original error matters more; leave a trace of this one
+        logger.exception("rolling back the DVC workspace %s failed", repo_path)
+
+
+def list_datasets(settings: Settings) -> list[DatasetVersion]:
+    """The registered versions, oldest first, one per md5 (its latest registration)."""
+    latest: dict[str, DatasetVersion] = {}
+    for version in _read_catalog(settings):
+        latest.pop(version.md5, None)
+        latest[version.md5] = version
+    return list(latest.values())
+
+
+def _resolve(settings: Settings, md5: str | None) -> DatasetVersion:
+    versions = list_datasets(settings)
+    known = ", ".join(v.md5 for v in reversed(versions[-5:])) or "none"
+    if not versions:
+        raise DatasetNotFoundError(f"no dataset versions registered in {_catalog_path(settings)}")
+    if md5 is None:
+        return versions[-1]
+    prefix = md5.strip().lower()
+    if len(prefix) < MIN_PREFIX:
+        raise DatasetNotFoundError(
+            f"md5 prefix {md5!r} is too short (need >= {MIN_PREFIX} characters); known: {known}"
+        )
+    matches = [v for v in versions if v.md5.startswith(prefix)]
+    if not matches:
+        raise DatasetNotFoundError(f"unknown dataset version {md5!r}; newest known: {known}")
+    if len(matches) > 1:
+        raise DatasetNotFoundError(
+            f"md5 prefix {md5!r} is ambiguous: {', '.join(v.md5 for v in matches)}"
+        )
+    return matches[0]
+
+
+def load_dataset(settings: Settings, md5: str | None = None) -> tuple[pd.DataFrame, DatasetVersion]:
+    """Load a registered version from the DVC cache, fetching it from the remote if needed.
+
+    Args:
+        settings: selects the workspace, remote and catalog.
+        md5: the version's md5 or a prefix of at least 7 characters; default: the latest.
+
+    Returns:
+        The dataset and its version record.
+
+    Raises:
+        DatasetNotFoundError: no such version (the message lists the newest known ones), or
+            its content is neither in the cache nor on the remote.
+        VersioningError: the workspace or the remote is unusable.
+    """
+    from dvc_data.hashfile.hash_info import HashInfo
+
+    version = _resolve(settings, md5)
+    repo_path = settings.dvc_repo_path.absolute()
+    with _locked(repo_path):
+        _ensure_repo(settings)
+        try:
+            with _open_repo(repo_path) as repo:
+                cached = Path(repo.cache.local.oid_to_path(version.md5))
+                if cached.is_file() and file_md5(cached) != version.md5:
+                    logger.warning("corrupt DVC cache entry %s: fetching it again", cached)
+                    cached.unlink()
+                if not cached.is_file():
+                    logger.info("dataset %s not cached: fetching from the remote", version.md5)
+                    repo.cloud.pull([HashInfo("md5", version.md5)], remote=REMOTE_NAME)
+        except Exception as exc:
+            raise VersioningError(
+                f"cannot fetch dataset {version.md5} from {_remote_url(settings)}: {exc}"
+            ) from exc
+        if not cached.is_file():
+            raise DatasetNotFoundError(
+                f"dataset {version.md5} is neither in the DVC cache of {repo_path} "
+                f"nor on the remote {_remote_url(settings)}"
+            )
+        frame = pd.read_parquet(cached)
+    logger.info("loaded dataset %s (%d rows)", version.md5, len(frame))
+    return frame, version

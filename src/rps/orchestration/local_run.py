@@ -1,0 +1,158 @@
+"""Run the DAG once in this process (``dag.test``): the embedded default needs no scheduler.
+
+:func:`run_dag_locally` sets up the embedded Airflow home (:mod:`.airflow_home`), parses the
+DAGs folder, runs one DAG run for a logical date (the interval's end) with the given conf and
+reports every task's state and duration. The tasks run in this process and use the
+``settings`` given here (see :func:`rps.orchestration.steps.using_settings`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from rps.orchestration import DAG_ID, TASK_IDS
+from rps.orchestration.airflow_home import dags_folder, ensure_airflow_home
+
+if TYPE_CHECKING:
+    from rps.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+class DagLoadError(RuntimeError):
+    """The DAGs folder has import errors or lacks the pipeline DAG."""
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """One task instance's outcome (``state`` None: never scheduled)."""
+
+    task_id: str
+    state: str | None
+    duration_s: float | None
+    try_number: int | None = None
+
+
+@dataclass(frozen=True)
+class DagRunResult:
+    """One DAG run's outcome."""
+
+    run_id: str
+    state: str
+    logical_date: str | None
+    conf: dict[str, Any]
+    tasks: list[TaskResult] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "success"
+
+    def task(self, task_id: str) -> TaskResult:
+        """The result of ``task_id``.
+
+        Raises:
+            KeyError: the DAG has no such task.
+        """
+        for result in self.tasks:
+            if result.task_id == task_id:
+                return result
+        raise KeyError(task_id)
+
+    def failed_tasks(self) -> list[str]:
+        return [t.task_id for t in self.tasks if t.state == "failed"]
+
+
+def load_pipeline_dag(settings: Settings) -> Any:
+    """Parse the DAGs folder (after :func:`ensure_airflow_home`) and return the pipeline DAG.
+
+    Raises:
+        DagLoadError: a DAG file failed to import or the DAG is missing.
+    """
+    ensure_airflow_home(settings)
+    from airflow.dag_processing.dagbag import DagBag
+
+    from rps.orchestration.compat import apply_airflow_shims
+
+    apply_airflow_shims()
+
+    bag = DagBag(dag_folder=str(dags_folder(settings)), include_examples=False)
+    if bag.import_errors:
+        details = "; ".join(f"{path}: {err}" for path, err in bag.import_errors.items())
+        raise DagLoadError(f"DAG import errors: {details}")
+    found = bag.get_dag(DAG_ID)
+    if found is None:
+        raise DagLoadError(f"DAG {DAG_ID!r} not found in {dags_folder(settings)}")
+    return found
+
+
+def _logical_date(end: pd.Timestamp | str | datetime | None) -> datetime | None:
+    if end is None:
+        return None
+    stamp = pd.Timestamp(end)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.floor("h").to_pydatetime()
+
+
+def _state(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def run_dag_locally(
+    settings: Settings,
+    *,
+    conf: dict[str, Any] | None = None,
+    end: pd.Timestamp | str | datetime | None = None,
+) -> DagRunResult:
+    """Run the pipeline DAG once in this process and report each task.
+
+    Args:
+        settings: the project settings; the tasks run with exactly these.
+        conf: the run's conf (``reason``, ``source``); validated by the first task.
+        end: the interval's end (the run's logical date, floored to the hour); default: now.
+
+    Returns:
+        The run's id, final state and per-task states and durations. A failed run is
+        returned, not raised (its failure alert has been sent by the DAG's callback).
+
+    Raises:
+        DagLoadError: the DAG cannot be loaded.
+    """
+    from rps.orchestration.steps import using_settings
+
+    dag_obj = load_pipeline_dag(settings)
+    logical = _logical_date(end if end is not None else pd.Timestamp.now(tz="UTC"))
+    started = time.perf_counter()
+    with using_settings(settings):
+        dag_run = dag_obj.test(logical_date=logical, run_conf=dict(conf or {}))
+    wall = time.perf_counter() - started
+    order = {task_id: i for i, task_id in enumerate(TASK_IDS)}
+    tis = sorted(dag_run.get_task_instances(), key=lambda t: order.get(t.task_id, len(order)))
+    tasks = [
+        TaskResult(
+            task_id=ti.task_id,
+            state=_state(ti.state),
+            duration_s=float(ti.duration) if ti.duration is not None else None,
+            try_number=ti.try_number,
+        )
+        for ti in tis
+    ]
+    result = DagRunResult(
+        run_id=str(dag_run.run_id),
+        state=_state(dag_run.state) or "unknown",
+        logical_date=logical.isoformat() if logical else None,
+        conf=dict(conf or {}),
+        tasks=tasks,
+        wall_s=wall,
+    )
+    log = logger.info if result.succeeded else logger.error
+    log("DAG run %s finished %s in %.1f s", result.run_id, result.state, wall)
+    return result

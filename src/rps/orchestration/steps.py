@@ -1,0 +1,372 @@
+"""The DAG's task bodies: one function per task, each a thin call into the library.
+
+Every function takes the Airflow task context (any mapping with ``dag_run``,
+``data_interval_end``, ``logical_date``, ``ti``) and the upstream task's *manifest*, and
+returns the manifest extended with its own outputs. A manifest holds paths, hashes and IDs
+only (it travels through XCom), never data.
+
+The run's interval comes from the context, never from the wall clock: the interval ends at
+``data_interval_end`` (falling back to the logical date, then to the run's ``run_after`` for
+a manual run without a logical date) and spans ``data.history_days`` before it. Running the
+same interval again therefore names and writes the same files, and versioning identical
+content is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from rps.orchestration import DAG_ID
+
+if TYPE_CHECKING:
+    from rps.data.pipeline import Interval
+    from rps.params import Params
+    from rps.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+ALLOWED_CONF_KEYS: tuple[str, ...] = ("reason", "source")
+SOURCES: tuple[str, ...] = ("open_meteo", "replay", "synthetic")
+DATA_TASKS = frozenset({"extract", "quality_gate", "transform", "profile", "load", "version"})
+
+_settings_override: list[Settings] = []  # a stack: the innermost using_settings() wins
+
+
+class RunConfError(ValueError):
+    """The run's conf holds an unknown key or an invalid value."""
+
+
+@dataclass(frozen=True)
+class RunConf:
+    """The validated ``dag_run.conf``.
+
+    Attributes:
+        reason: why the run happened (``schedule``, ``manual``, ``drift``, ...).
+        source: the weather source for this run (default: ``settings.source``).
+    """
+
+    reason: str
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a task needs to know about its run."""
+
+    dag_id: str
+    run_id: str | None
+    interval_end: pd.Timestamp
+    conf: RunConf
+    try_number: int | None = None
+    log_url: str | None = None
+
+
+# settings ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def using_settings(settings: Settings) -> Iterator[None]:
+    """Make in-process task runs (``dag.test``) use ``settings`` instead of the environment."""
+    _settings_override.append(settings)
+    try:
+        yield
+    finally:
+        _settings_override.pop()
+
+
+def current_settings() -> Settings:
+    """The settings a task runs with: the in-process override, else a fresh read of the env."""
+    if _settings_override:
+        return _settings_override[-1]
+    from rps.settings import Settings
+
+    return Settings()
+
+
+def _config() -> tuple[Settings, Params]:
+    from rps.params import load_params
+
+    settings = current_settings()
+    return settings, load_params(settings.params_file)
+
+
+# the run's conf and interval ------------------------------------------------------------
+def parse_conf(conf: Mapping[str, Any] | None, *, default_reason: str = "manual") -> RunConf:
+    """Validate a run's conf: only ``reason`` (text) and ``source`` (a source name).
+
+    Raises:
+        RunConfError: naming the unknown key(s) or the invalid value.
+    """
+    conf = dict(conf or {})
+    unknown = sorted(set(conf) - set(ALLOWED_CONF_KEYS))
+    if unknown:
+        raise RunConfError(
+            f"unknown conf key(s) {', '.join(repr(k) for k in unknown)}: "
+            f"allowed keys are {', '.join(ALLOWED_CONF_KEYS)}"
+        )
+    reason = conf.get("reason", default_reason)
+    if not isinstance(reason, str) or not reason.strip():
+        raise RunConfError(f"conf key 'reason' must be a non-empty string, got {reason!r}")
+    source = conf.get("source")
+    if source is not None and source not in SOURCES:
+        raise RunConfError(f"conf key 'source' must be one of {', '.join(SOURCES)}: {source!r}")
+    return RunConf(reason=reason.strip(), source=source)
+
+
+def _utc_hour(value: Any) -> pd.Timestamp:
+    stamp = pd.Timestamp(value)
+    stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+    return stamp.floor("h")
+
+
+def run_info(context: Mapping[str, Any]) -> RunInfo:
+    """The run's id, interval end and validated conf, from an Airflow task context.
+
+    Raises:
+        RunConfError: the conf is invalid.
+        ValueError: the context carries no interval end, logical date or run_after.
+    """
+    dag_run = context.get("dag_run")
+    run_type = str(getattr(dag_run, "run_type", "") or "")
+    default_reason = "schedule" if run_type.endswith("scheduled") else "manual"
+    conf = parse_conf(getattr(dag_run, "conf", None), default_reason=default_reason)
+    end = (
+        context.get("data_interval_end")
+        or context.get("logical_date")
+        or getattr(dag_run, "run_after", None)
+    )
+    if end is None:
+        raise ValueError("the task context has no data_interval_end, logical_date or run_after")
+    ti = context.get("ti") or context.get("task_instance")
+    dag = context.get("dag")
+    return RunInfo(
+        dag_id=str(getattr(dag, "dag_id", None) or getattr(dag_run, "dag_id", None) or DAG_ID),
+        run_id=getattr(dag_run, "run_id", None) or context.get("run_id"),
+        interval_end=_utc_hour(end),
+        conf=conf,
+        try_number=getattr(ti, "try_number", None),
+        log_url=getattr(ti, "log_url", None),
+    )
+
+
+def _fail_fast(exc: Exception) -> Exception:
+    """An exception Airflow will not retry (AirflowFailException when Airflow is present)."""
+    try:
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:  # pragma: no cover - only outside Airflow
+        return exc
+    return AirflowFailException(str(exc))
+
+
+def _info_and_interval(context: Mapping[str, Any], params: Params) -> tuple[RunInfo, Interval]:
+    from rps.data.pipeline import Interval
+
+    try:
+        info = run_info(context)
+    except RunConfError as exc:
+        raise _fail_fast(exc) from exc
+    return info, Interval.ending_at(info.interval_end, params)
+
+
+# data tasks -------------------------------------------------------------------------------
+def extract(context: Mapping[str, Any]) -> Manifest:
+    """Validate the conf, then fetch the run's interval into a raw file (never overwritten)."""
+    from rps.data.pipeline import step_extract
+
+    settings, params = _config()
+    info, interval = _info_and_interval(context, params)
+    settings.ensure_dirs()
+    logger.info(
+        "run %s (%s): %s .. %s", info.run_id, info.conf.reason, interval.start, interval.end
+    )
+    raw = step_extract(settings, params, interval, info.conf.source)
+    return {
+        "reason": info.conf.reason,
+        "data_source": raw.source,
+        "interval_start": interval.start.isoformat(),
+        "interval_end": interval.end.isoformat(),
+        "raw_path": str(raw.path),
+        "raw_sha256": raw.sha256,
+    }
+
+
+def quality_gate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Run the quality gate on the raw file; a failure raises QualityGateError (no retry)."""
+    from rps.data.extract import sidecar
+    from rps.data.pipeline import step_validate
+
+    _, params = _config()
+    _, interval = _info_and_interval(context, params)
+    raw_path = Path(manifest["raw_path"])
+    report = step_validate(params, raw_path, interval)  # raises QualityGateError
+    logger.info("%s", report.summary())
+    return {**manifest, "quality_report": str(sidecar(raw_path, "quality.json"))}
+
+
+def transform(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Clean the gate-passed raw file into the processed Parquet dataset."""
+    from rps.data.pipeline import file_md5, step_transform
+
+    settings, params = _config()
+    processed, summary = step_transform(settings, params, Path(manifest["raw_path"]))
+    logger.info("processed %s: %d rows", processed, summary.rows_out)
+    return {**manifest, "processed_path": str(processed), "dataset_md5": file_md5(processed)}
+
+
+def find_profile_run(settings: Settings, dataset_md5: str) -> str | None:
+    """A finished MLflow profile run of this dataset, if one exists (reruns reuse it)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    experiment = client.get_experiment_by_name(f"{settings.mlflow_experiment}-data")
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.dataset_md5 = '{dataset_md5}' and tags.`rps.kind` = 'data-profile' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        max_results=1,
+    )
+    return str(runs[0].info.run_id) if runs else None
+
+
+def profile(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Profile the processed dataset into MLflow (once per dataset content)."""
+    from rps.data.pipeline import step_profile
+
+    settings, _ = _config()
+    processed = Path(manifest["processed_path"])
+    html = processed.with_suffix(".profile.html")
+    run_id = find_profile_run(settings, manifest["dataset_md5"]) if html.is_file() else None
+    if run_id is not None:
+        logger.info("dataset %s already profiled in run %s", manifest["dataset_md5"], run_id)
+    else:
+        html, run_id = step_profile(settings, processed)
+    return {**manifest, "profile_html": str(html), "profile_run_id": run_id}
+
+
+def load(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Put the processed dataset into object storage under its content hash."""
+    from rps.data.pipeline import step_load
+
+    settings, _ = _config()
+    return {**manifest, "storage_uri": step_load(settings, Path(manifest["processed_path"]))}
+
+
+def version(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Version the dataset with DVC (a no-op for content already versioned last)."""
+    from rps.data.pipeline import step_version, write_status
+
+    settings, _ = _config()
+    processed = Path(manifest["processed_path"])
+    dataset = step_version(settings, processed, manifest.get("storage_uri"))
+    last_obs = pd.read_parquet(processed, columns=["time"])["time"].max()
+    write_status(
+        settings,
+        last_run_failed=False,
+        last_success_at=pd.Timestamp.now(tz="UTC").isoformat(),
+        last_observation_at=pd.Timestamp(last_obs).isoformat(),
+        last_dataset_md5=dataset.md5,
+    )
+    return {
+        **manifest,
+        "dataset_md5": dataset.md5,
+        "dvc_git_rev": dataset.git_rev,
+        "dvc_storage_uri": dataset.storage_uri,
+    }
+
+
+# callbacks --------------------------------------------------------------------------------
+def on_failure(context: Mapping[str, Any]) -> None:
+    """``on_failure_callback``: alert with the error (and the gate's report); never raises."""
+    from rps.orchestration.alerts import failure_event, send_alert
+
+    try:
+        settings = current_settings()
+        error = context.get("exception")
+        ti = context.get("ti") or context.get("task_instance")
+        dag_run = context.get("dag_run")
+        end = context.get("data_interval_end") or context.get("logical_date")
+        event = failure_event(
+            dag_id=str(getattr(dag_run, "dag_id", None) or DAG_ID),
+            run_id=getattr(dag_run, "run_id", None),
+            task_id=getattr(ti, "task_id", None),
+            error=error if isinstance(error, BaseException) else None,
+            interval_end=_utc_hour(end).isoformat() if end is not None else None,
+            try_number=getattr(ti, "try_number", None),
+            log_url=getattr(ti, "log_url", None),
+        )
+        if error is not None and not isinstance(error, BaseException):
+            event["error"] = str(error)
+        send_alert(settings, event)
+        if event["task_id"] in DATA_TASKS:
+            from rps.data.pipeline import write_status
+
+            write_status(
+                settings,
+                last_run_failed=True,
+                last_failure_at=pd.Timestamp.now(tz="UTC").isoformat(),
+                last_failed_task=event["task_id"],
+            )
+    except Exception:  # the callback must not turn a task failure into another failure
+        logger.exception("the failure alert could not be built or sent")
+
+
+# model tasks ------------------------------------------------------------------------------
+def train(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Placeholder until rps.models.train lands."""
+    return manifest
+
+
+def evaluate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Placeholder until rps.models.train lands."""
+    return manifest
+
+
+def register(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Placeholder until rps.models.registry lands."""
+    return manifest
+
+
+def promote(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Placeholder until rps.models.registry lands."""
+    return manifest
+
+
+SUMMARY_KEYS: tuple[str, ...] = (
+    "reason",
+    "data_source",
+    "interval_start",
+    "interval_end",
+    "raw_path",
+    "dataset_md5",
+    "dvc_git_rev",
+    "storage_uri",
+    "profile_run_id",
+    "train_run_id",
+    "model_version",
+    "promoted",
+    "champion_version",
+    "promotion_reason",
+)
+
+
+def notify(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    """Send the run's success summary through the alert channels."""
+    from rps.orchestration.alerts import send_alert, success_event
+
+    settings = current_settings()
+    info = run_info(context)
+    summary = {key: manifest.get(key) for key in SUMMARY_KEYS if key in manifest}
+    outcome = send_alert(
+        settings, success_event(dag_id=info.dag_id, run_id=info.run_id, summary=summary)
+    )
+    return {**manifest, "alert": outcome}

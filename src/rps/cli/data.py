@@ -20,17 +20,21 @@ EndOpt = Annotated[
 
 
 def _errors() -> tuple[type[Exception], ...]:
+    from rps.data.profiling import ProfilingError
     from rps.data.quality import QualityGateError
     from rps.data.sources.base import SourceError
+    from rps.data.storage import StorageError
+    from rps.data.versioning import VersioningError
 
-    errors: list[type[Exception]] = [SourceError, QualityGateError, OSError, ValueError]
-    try:
-        from rps.data.storage import StorageError
-
-        errors.append(StorageError)
-    except ImportError:  # pragma: no cover - storage is part of the pipeline extra
-        pass
-    return tuple(errors)
+    return (
+        SourceError,
+        QualityGateError,
+        StorageError,
+        VersioningError,
+        ProfilingError,
+        OSError,
+        ValueError,
+    )
 
 
 def ingest(source: SourceOpt = None, end: EndOpt = None) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 
+from rps.cli import alerts as alerts_cli
 from rps.cli import data as data_cli
+from rps.cli import model as model_cli
 from rps.cli import serve as serve_cli
 
 app = typer.Typer(
@@ -14,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 data_cli.register(app)
+alerts_cli.register(app)
+model_cli.register(app)
 serve_cli.register(app)
 # Each command group registers itself here (one line per module).
 

@@ -321,24 +321,166 @@ def on_failure(context: Mapping[str, Any]) -> None:
 
 
 # model tasks ------------------------------------------------------------------------------
+# rps.models.train.train() trains, evaluates on the holdout, registers the version and applies
+# the promotion gate in one call (one MLflow run). The train task makes that call; evaluate,
+# register and promote then check and report each stage from the run and the registry, so
+# a run that skipped a stage fails there, and each stage's outcome is visible per task.
+RUN_TAG_PARAMS = "rps.orchestration.params_sha256"
+RUN_TAG_INTERVAL = "rps.orchestration.interval_end"
+RUN_TAG_REASON = "rps.orchestration.reason"
+
+
+class ModelStepError(RuntimeError):
+    """A model task found the training run or the registry not in the expected state."""
+
+
+def params_fingerprint(params: Params) -> str:
+    """sha256 of the validated params (any change retrains)."""
+    import hashlib
+
+    return hashlib.sha256(params.model_dump_json().encode()).hexdigest()
+
+
+def _mlflow_client(settings: Settings) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    from rps.models.registry import configure_tracking
+
+    configure_tracking(settings)
+    return MlflowClient(tracking_uri=settings.tracking_uri)
+
+
+def find_training_run(
+    settings: Settings, *, dataset_md5: str, params_sha: str, code_sha: str
+) -> tuple[str, str] | None:
+    """A finished, registered training run of this dataset, params and code: (run id, version).
+
+    Reruns of an interval reuse it instead of registering a duplicate version.
+    """
+    client = _mlflow_client(settings)
+    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
+    if experiment is None:
+        return None
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`rps.dataset_md5` = '{dataset_md5}' and tags.`{RUN_TAG_PARAMS}` = "
+            f"'{params_sha}' and tags.`rps.code_sha` = '{code_sha}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=5,
+    )
+    for run in runs:
+        version = run.data.tags.get("rps.version")
+        if version:
+            return str(run.info.run_id), str(version)
+    return None
+
+
 def train(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Placeholder until rps.models.train lands."""
-    return manifest
+    """Train on the versioned dataset (tracked in MLflow, registered, gated) or reuse a run."""
+    from rps.models.train import code_version
+    from rps.models.train import train as train_model
+
+    settings, params = _config()
+    info, _ = _info_and_interval(context, params)
+    dataset_md5 = str(manifest["dataset_md5"])
+    params_sha = params_fingerprint(params)
+    code_sha, _ = code_version(settings.project_root)
+    found = find_training_run(
+        settings, dataset_md5=dataset_md5, params_sha=params_sha, code_sha=code_sha
+    )
+    if found is not None:
+        run_id, model_version = found
+        logger.info("dataset %s already trained in run %s (version %s)", dataset_md5, *found)
+        return {
+            **manifest,
+            "train_run_id": run_id,
+            "model_version": model_version,
+            "train_reused": True,
+        }
+    result = train_model(settings, params, dataset_md5=dataset_md5)
+    client = _mlflow_client(settings)
+    client.set_tag(result.run_id, RUN_TAG_PARAMS, params_sha)
+    client.set_tag(result.run_id, RUN_TAG_INTERVAL, info.interval_end.isoformat())
+    client.set_tag(result.run_id, RUN_TAG_REASON, info.conf.reason)
+    return {
+        **manifest,
+        "train_run_id": result.run_id,
+        "model_version": result.version,
+        "train_reused": False,
+    }
 
 
 def evaluate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Placeholder until rps.models.train lands."""
-    return manifest
+    """Check the run's holdout evaluation (finite metrics, the gate ran) and report it.
+
+    Raises:
+        ModelStepError: the run did not finish or lacks its holdout metrics.
+    """
+    import math
+
+    settings = current_settings()
+    run = _mlflow_client(settings).get_run(manifest["train_run_id"])
+    if run.info.status != "FINISHED":
+        raise ModelStepError(f"training run {run.info.run_id} is {run.info.status}")
+    metrics = run.data.metrics
+    rmse = metrics.get("holdout_rmse")
+    if rmse is None or not math.isfinite(rmse):
+        raise ModelStepError(f"training run {run.info.run_id} has no finite holdout_rmse")
+    if "rps.gate" not in run.data.tags:
+        raise ModelStepError(f"training run {run.info.run_id} has no promotion-gate decision")
+    return {
+        **manifest,
+        "candidate": run.data.tags.get("rps.candidate"),
+        "holdout_rmse": float(rmse),
+        "persistence_rmse": metrics.get("persistence_holdout_rmse"),
+    }
 
 
 def register(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Placeholder until rps.models.registry lands."""
-    return manifest
+    """Check the registered version belongs to this run and report its URI.
+
+    Raises:
+        ModelStepError: the version is not this run's.
+    """
+    from rps.models.registry import version_info
+
+    settings = current_settings()
+    version = str(manifest["model_version"])
+    details = version_info(settings, version)
+    if details["run_id"] != manifest["train_run_id"]:
+        raise ModelStepError(
+            f"version {version} comes from run {details['run_id']}, not {manifest['train_run_id']}"
+        )
+    return {**manifest, "model_uri": f"models:/{details['name']}/{version}"}
 
 
 def promote(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Placeholder until rps.models.registry lands."""
-    return manifest
+    """Report the champion/challenger gate: promoted or not, why, and who is champion.
+
+    Raises:
+        ModelStepError: the gate promoted the version but it is not the champion.
+    """
+    from rps.models.registry import CHAMPION, ModelNotFoundError, version_info
+
+    settings = current_settings()
+    version = str(manifest["model_version"])
+    details = version_info(settings, version)
+    try:
+        champion: str | None = str(version_info(settings, CHAMPION)["version"])
+    except ModelNotFoundError:
+        champion = None
+    decided = details.get("gate_decision") == "promoted"
+    if decided and champion != version and not manifest.get("train_reused"):
+        raise ModelStepError(f"the gate promoted version {version} but the champion is {champion}")
+    return {
+        **manifest,
+        "promoted": champion == version,
+        "champion_version": champion,
+        "promotion_reason": details.get("gate_reason"),
+    }
 
 
 SUMMARY_KEYS: tuple[str, ...] = (
@@ -352,6 +494,10 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "storage_uri",
     "profile_run_id",
     "train_run_id",
+    "train_reused",
+    "candidate",
+    "holdout_rmse",
+    "persistence_rmse",
     "model_version",
     "promoted",
     "champion_version",

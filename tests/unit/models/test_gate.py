@@ -1,0 +1,75 @@
+"""The promotion rule: beat persistence, then beat or match the champion."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rps.models.registry import decide_promotion
+
+RULE = {"horizon": 6, "significance": 0.05, "margin": 0.02}
+
+
+@pytest.fixture(scope="module")
+def holdout():
+    rng = np.random.default_rng(0)
+    n = 600
+    y = 15 + 5 * np.sin(np.arange(n) * 2 * np.pi / 24) + rng.normal(0, 1, n)
+    persistence = np.roll(y, 6) + rng.normal(0, 2, n)
+    return y, persistence, rng
+
+
+def test_first_candidate_that_beats_persistence_becomes_champion(holdout):
+    y, persistence, rng = holdout
+    good = y + rng.normal(0, 1.0, y.size)
+    decision = decide_promotion(y, good, persistence, None, **RULE)
+    assert decision.promote and decision.rule == "first_champion"
+    assert decision.dm_vs_persistence is not None
+    assert decision.dm_vs_persistence.p_value_better < 0.05
+
+
+def test_a_candidate_that_does_not_beat_persistence_is_refused(holdout):
+    y, persistence, _ = holdout
+    decision = decide_promotion(y, persistence + 0.01, persistence, None, **RULE)
+    assert not decision.promote and decision.rule == "refused_persistence"
+    assert "persistence" in decision.reason
+
+
+def test_persistence_itself_is_exempt_from_beating_persistence(holdout):
+    y, persistence, _ = holdout
+    decision = decide_promotion(
+        y, persistence, persistence, None, candidate_is_persistence=True, **RULE
+    )
+    assert decision.promote and decision.rule == "first_champion"
+
+
+def test_significantly_better_is_promoted_and_worse_refused(holdout):
+    y, persistence, rng = holdout
+    champion = y + rng.normal(0, 1.5, y.size)
+    better = y + rng.normal(0, 0.8, y.size)
+    worse = y + rng.normal(0, 2.5, y.size)
+    up = decide_promotion(y, better, persistence, champion, champion_version="3", **RULE)
+    assert up.promote and up.rule == "superior"
+    assert up.champion_version == "3" and "v3" in up.reason
+    down = decide_promotion(y, worse, persistence, champion, champion_version="3", **RULE)
+    assert not down.promote and down.rule == "refused_champion"
+    assert down.dm_vs_champion is not None and down.dm_vs_champion.p_value_worse < 0.05
+
+
+def test_non_inferior_within_the_margin_is_promoted(holdout):
+    y, persistence, rng = holdout
+    champion = y + rng.normal(0, 1.0, y.size)
+    same = champion.copy()
+    decision = decide_promotion(y, same, persistence, champion, **RULE)
+    assert decision.promote and decision.rule == "non_inferior"
+
+
+def test_worse_beyond_the_margin_is_refused_even_if_not_significant(holdout):
+    y, persistence, rng = holdout
+    champion = y + rng.normal(0, 1.0, y.size)
+    slightly_worse = y + (champion - y) * 1.05  # 5 % larger errors, same pattern
+    decision = decide_promotion(
+        y, slightly_worse, persistence, champion, **{**RULE, "significance": 1e-12}
+    )
+    assert decision.candidate_rmse > decision.champion_rmse * 1.02
+    assert not decision.promote and decision.rule == "refused_champion"

@@ -4,14 +4,28 @@
 DAGs folder, runs one DAG run for a logical date (the interval's end) with the given conf and
 reports every task's state and duration. The tasks run in this process and use the
 ``settings`` given here (see :func:`rps.orchestration.steps.using_settings`).
+
+Airflow's task runner installs a SIGTERM handler, which Python allows only in the main
+thread: called from any other thread (a web server's worker, say), :func:`run_dag_locally`
+runs the same code in a child process (``python -m rps.orchestration.local_run``) with the
+settings passed through the environment, and waits for it.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
+import os
+import subprocess
+import sys
+import tempfile
+import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -67,6 +81,25 @@ class DagRunResult:
 
     def failed_tasks(self) -> list[str]:
         return [t.task_id for t in self.tasks if t.state == "failed"]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DagRunResult:
+        tasks = [TaskResult(**t) for t in data.get("tasks", [])]
+        return cls(**{**data, "tasks": tasks})
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``RPS_*`` variables that rebuild ``settings`` in a child process."""
+    env: dict[str, str] = {}
+    for name, raw in settings.model_dump().items():
+        if raw is None:
+            continue
+        value = raw.get_secret_value() if hasattr(raw, "get_secret_value") else raw
+        env[f"RPS_{name.upper()}"] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
 
 
 def load_pipeline_dag(settings: Settings) -> Any:
@@ -125,7 +158,10 @@ def run_dag_locally(
 
     Raises:
         DagLoadError: the DAG cannot be loaded.
+        RuntimeError: the child process (off the main thread) failed before reporting.
     """
+    if threading.current_thread() is not threading.main_thread():
+        return run_dag_in_child(settings, conf=conf, end=end)
     from rps.orchestration.steps import using_settings
 
     dag_obj = load_pipeline_dag(settings)
@@ -156,3 +192,55 @@ def run_dag_locally(
     log = logger.info if result.succeeded else logger.error
     log("DAG run %s finished %s in %.1f s", result.run_id, result.state, wall)
     return result
+
+
+def run_dag_in_child(
+    settings: Settings,
+    *,
+    conf: dict[str, Any] | None = None,
+    end: pd.Timestamp | str | datetime | None = None,
+) -> DagRunResult:
+    """:func:`run_dag_locally` in a child process (``python -m rps.orchestration.local_run``).
+
+    Raises:
+        RuntimeError: the child exited without a result (its stderr tail is in the message).
+    """
+    stamp = _logical_date(end if end is not None else pd.Timestamp.now(tz="UTC"))
+    with tempfile.TemporaryDirectory(prefix="rps-dag-run-") as tmp:
+        result_file = Path(tmp) / "result.json"
+        command = [
+            sys.executable,
+            "-m",
+            "rps.orchestration.local_run",
+            "--conf",
+            json.dumps(dict(conf or {})),
+            "--result-file",
+            str(result_file),
+        ]
+        if stamp is not None:
+            command += ["--end", stamp.isoformat()]
+        env = {**os.environ, **settings_env(settings)}
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+        if not result_file.is_file():
+            tail = (done.stderr or done.stdout).strip()[-2000:]
+            raise RuntimeError(f"the DAG run's child process failed ({done.returncode}): {tail}")
+        return DagRunResult.from_json(json.loads(result_file.read_text(encoding="utf-8")))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m rps.orchestration.local_run``: one in-process DAG run, result as JSON."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--conf", default="{}", help="the run's conf as JSON")
+    parser.add_argument("--end", default=None, help="the interval's end (ISO 8601)")
+    parser.add_argument("--result-file", type=Path, required=True)
+    args = parser.parse_args(argv)
+    from rps.settings import Settings
+
+    result = run_dag_locally(Settings(), conf=json.loads(args.conf), end=args.end)
+    args.result_file.write_text(json.dumps(result.to_json()), encoding="utf-8")
+    return 0 if result.succeeded else 1
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    raise SystemExit(main())

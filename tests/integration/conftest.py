@@ -110,6 +110,7 @@ def s3_server(s3_endpoint: S3Endpoint) -> S3Endpoint:
     return s3_endpoint
 
 
+from tests.integration.conftest_mlflow import mlflow_server  # noqa: E402, F401 - MLflow server
 from tests.integration.conftest_serving import (  # noqa: E402, F401 - serving fixtures
     serving_bundle,
     serving_bundle_v2,

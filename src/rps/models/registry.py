@@ -776,7 +776,8 @@ def download_bundle(settings: Settings, ref: str = CHAMPION, dst: Path | None = 
     Args:
         settings: tracking/registry URIs and the registered model name.
         ref: a version number, an alias, or a full ``models:/...`` URI.
-        dst: the download folder (default: a new temporary folder, left for the caller).
+        dst: the download folder (default: a new temporary folder, left for the caller;
+            always a copy, even when the artifact store is a local folder).
 
     Raises:
         ModelNotFoundError: no such version or alias.
@@ -792,10 +793,10 @@ def download_bundle(settings: Settings, ref: str = CHAMPION, dst: Path | None = 
     else:
         mv = resolve_version(settings, ref)
         uri = f"models:/{name}/{mv.version}"
+    target = Path(tempfile.mkdtemp(prefix="rps-bundle-")) if dst is None else Path(dst)
+    target.mkdir(parents=True, exist_ok=True)
     with _mlflow_errors(f"downloading {uri}"):
-        path = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=str(dst) if dst is not None else None
-        )
+        path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
     return find_bundle_dir(Path(path))
 
 

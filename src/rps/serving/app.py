@@ -64,6 +64,15 @@ def _install_error_handlers(app: FastAPI, service: PredictionService) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode (e.g. not UTF-8): a validation error
+            count(request, "validation")
+            error = {
+                "loc": ["body"],
+                "msg": f"invalid request body: {exc.detail}",
+                "type": "json_invalid",
+            }
+            return OrjsonResponse({"detail": [error]}, status_code=422)
         return OrjsonResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )

@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 from rps.serving.launcher import MULTIPROC_ENV
 
 if TYPE_CHECKING:
+    from rps.serving.accuracy import LiveAccuracy
     from rps.serving.drift import DriftSnapshot
     from rps.serving.predictor import ServedModel
 
@@ -78,7 +79,12 @@ def _iso_timestamp(value: object) -> float | None:
 
 
 class RuntimeCollector(Collector):
-    """Scrape-time metrics: uptime, the served model's identity, the pipeline status file."""
+    """Scrape-time metrics: uptime, the served model, live accuracy, the pipeline status file.
+
+    Live accuracy is read from the prediction log that all workers share, so every worker
+    answers the same; ``live_rmse``/``live_mae`` are absent until a prediction has been joined
+    (a gauge would read 0, a perfect score, before any feedback).
+    """
 
     def __init__(
         self,
@@ -87,6 +93,7 @@ class RuntimeCollector(Collector):
         status_file: Path,
         model_name: str,
         current_model: Callable[[], ServedModel | None],
+        live_accuracy: Callable[[], LiveAccuracy | None],
     ) -> None:
         """Create the collector.
 
@@ -95,11 +102,13 @@ class RuntimeCollector(Collector):
             status_file: ``pipeline_status.json`` written by the pipeline.
             model_name: The registered model name (label of ``model_info``).
             current_model: Returns the model this worker serves now.
+            live_accuracy: Returns the live accuracy (None without a prediction log).
         """
         self.started_at = started_at
         self.status_file = status_file
         self.model_name = model_name
         self.current_model = current_model
+        self.live_accuracy = live_accuracy
 
     def describe(self) -> list[Metric]:
         """Nothing to pre-register (names are unique to this collector)."""
@@ -128,7 +137,33 @@ class RuntimeCollector(Collector):
                     "RMSE of the served model on its training holdout.",
                     value=holdout,
                 )
+        yield from self._live_accuracy()
         yield from self._pipeline_status()
+
+    def _live_accuracy(self) -> Iterator[Metric]:
+        try:
+            live = self.live_accuracy()
+        except Exception as exc:  # a locked or damaged log must not break the scrape
+            logger.warning("live accuracy unavailable: %s", exc)
+            return
+        if live is None:
+            return
+        yield GaugeMetricFamily(
+            "live_samples",
+            "Joined predictions behind live_rmse and live_mae.",
+            value=float(live.samples),
+        )
+        if live.rmse is not None and live.mae is not None:
+            yield GaugeMetricFamily(
+                "live_rmse",
+                "RMSE of the newest predictions joined to realized values.",
+                value=live.rmse,
+            )
+            yield GaugeMetricFamily(
+                "live_mae",
+                "MAE of the newest predictions joined to realized values.",
+                value=live.mae,
+            )
 
     def _pipeline_status(self) -> Iterator[Metric]:
         try:
@@ -236,24 +271,6 @@ class ServingMetrics:
             buckets=INTERVAL_WIDTH_BUCKETS,
             registry=registry,
         )
-        self.live_rmse = Gauge(
-            "live_rmse",
-            "RMSE of the newest predictions joined to realized values.",
-            registry=registry,
-            multiprocess_mode="livemostrecent",
-        )
-        self.live_mae = Gauge(
-            "live_mae",
-            "MAE of the newest predictions joined to realized values.",
-            registry=registry,
-            multiprocess_mode="livemostrecent",
-        )
-        self.live_samples = Gauge(
-            "live_samples",
-            "Joined predictions behind live_rmse and live_mae.",
-            registry=registry,
-            multiprocess_mode="livemostrecent",
-        )
         self.model_swaps = Counter(
             "model_swaps",
             "Model reloads and rollbacks by outcome.",
@@ -300,13 +317,6 @@ class ServingMetrics:
             self.ks.labels(feature_name=name).set(value)
         for name, value in snapshot.psi.items():
             self.psi.labels(feature_name=name).set(value)
-
-    def set_live_accuracy(self, rmse: float | None, mae: float | None, samples: int) -> None:
-        """Publish the live accuracy (RMSE/MAE stay unset until a prediction is joined)."""
-        self.live_samples.set(samples)
-        if rmse is not None and mae is not None:
-            self.live_rmse.set(rmse)
-            self.live_mae.set(mae)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -126,7 +126,8 @@ class ServedModel:
 
     def predict(self, rows: np.ndarray) -> Forecast:
         """Forecast a ``(n, n_features)`` array of rows in feature order."""
-        point, lower, upper = self.bundle.predict_with_interval(rows)
+        with np.errstate(over="ignore", invalid="ignore"):  # non-finite output is checked
+            point, lower, upper = self.bundle.predict_with_interval(rows)
         ood = (rows < self.lower_bounds) | (rows > self.upper_bounds)
         return Forecast(point=point, lower=lower, upper=upper, ood=ood)
 

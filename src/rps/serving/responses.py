@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse
 
 from rps.serving.schemas import ErrorResponse
 
 
-class OrjsonResponse(Response):
+class OrjsonResponse(JSONResponse):
     """JSON rendered with orjson (numpy arrays and datetimes natively)."""
 
     media_type = "application/json"

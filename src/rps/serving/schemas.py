@@ -11,10 +11,20 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A JSON number that is neither NaN nor infinite (integers are accepted)."""
+
+
+def _iso_text(value: object) -> object:
+    if isinstance(value, str | datetime):
+        return value
+    raise ValueError("must be an ISO 8601 date-time string")
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text)]
+"""An ISO 8601 date-time string (no Unix timestamps: the schema says string)."""
 
 
 class _Response(BaseModel):
@@ -42,7 +52,7 @@ class Observation(BaseModel):
         },
     )
 
-    time: datetime = Field(description="Start of the hour (UTC when no offset is given).")
+    time: IsoDatetime = Field(description="Start of the hour (UTC when no offset is given).")
     __pydantic_extra__: dict[str, FiniteFloat]  # type: ignore[assignment]
 
     @property
@@ -64,7 +74,7 @@ class PredictRequest(BaseModel):
             "number. At most `max_batch_rows` rows."
         ),
     )
-    issue_times: list[datetime] | None = Field(
+    issue_times: list[IsoDatetime] | None = Field(
         default=None,
         min_length=1,
         description=(
@@ -156,7 +166,7 @@ class FeedbackObservation(BaseModel):
         json_schema_extra={"examples": [{"time": "2024-05-01T18:00:00Z", "temperature_2m": 24.0}]},
     )
 
-    time: datetime
+    time: IsoDatetime
     __pydantic_extra__: dict[str, FiniteFloat]  # type: ignore[assignment]
 
     @property

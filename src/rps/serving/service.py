@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 from rps.data.schema import TIME
 from rps.features.build import FeatureError, build_feature_row
 from rps.params import DriftParams, LocationParams, Params, ParamsError, load_params
-from rps.serving.accuracy import LoggedPrediction, PredictionLog
+from rps.serving.accuracy import LiveAccuracy, LoggedPrediction, PredictionLog
 from rps.serving.drift import DriftMonitor
 from rps.serving.launcher import INSTANCE_ENV, STARTED_AT_ENV
 from rps.serving.metrics import PIPELINE_STATUS_FILE, RuntimeCollector, ServingMetrics
@@ -115,6 +116,7 @@ class PredictionService:
                 status_file=settings.state_path / PIPELINE_STATUS_FILE,
                 model_name=settings.registered_model_name,
                 current_model=lambda: self.manager.current,
+                live_accuracy=self._live_accuracy,
             )
         )
         self.prediction_log: PredictionLog | None = None
@@ -140,9 +142,7 @@ class PredictionService:
                 self.settings.state_path / "serving" / "predictions.db",
                 window=self.drift_params.live_accuracy_window,
             )
-            live = self.prediction_log.live_accuracy()
-            self.metrics.set_live_accuracy(live.rmse, live.mae, live.samples)
-        except (OSError, Exception) as exc:  # sqlite3.Error included: serve without the log
+        except (OSError, sqlite3.Error) as exc:  # a read-only state folder: serve without it
             logger.error("prediction log unavailable, live accuracy is off: %s", exc)
             self.prediction_log = None
         await self.manager.start()
@@ -153,6 +153,9 @@ class PredictionService:
         if self.prediction_log is not None:
             self.prediction_log.close()
         self.metrics.worker_exit()
+
+    def _live_accuracy(self) -> LiveAccuracy | None:
+        return self.prediction_log.live_accuracy() if self.prediction_log is not None else None
 
     def _on_swap(self, previous: ServedModel | None, current: ServedModel) -> None:
         if previous is not None and self.drift is not None and previous.profile is current.profile:
@@ -226,18 +229,14 @@ class PredictionService:
     ) -> tuple[np.ndarray, datetime]:
         """The feature row for the newest hour of an observation window, and its issue time.
 
+        Only the newest ``window_hours`` observations are used; all must be consecutive hours
+        (the request body limit bounds how many can be sent).
+
         Raises:
             InputError: the window is too short, not consecutive hours, or lacks variables.
         """
         spec = model.bundle.feature_spec
         need = spec.window_hours
-        limit = max(self.settings.max_batch_rows, need)
-        if len(observations) > limit:
-            raise InputError.at(
-                ["observations"],
-                f"window has {len(observations)} observations, at most {limit} are accepted",
-                "too_long",
-            )
         if len(observations) < need:
             raise InputError.at(
                 ["observations"],
@@ -521,7 +520,6 @@ class PredictionService:
             raise UnavailableError("the prediction log is not available (see the server log)")
         joined = log.record_actuals(values)
         live = log.live_accuracy()
-        self.metrics.set_live_accuracy(live.rmse, live.mae, live.samples)
         return {
             "received": len(values),
             "joined": joined,

@@ -15,11 +15,12 @@ content is a no-op.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import pandas as pd
 
@@ -37,6 +38,8 @@ ALLOWED_CONF_KEYS: tuple[str, ...] = ("reason", "source")
 SOURCES: tuple[str, ...] = ("open_meteo", "replay", "synthetic")
 DATA_TASKS = frozenset({"extract", "quality_gate", "transform", "profile", "load", "version"})
 
+P = ParamSpec("P")
+R = TypeVar("R")
 _settings_override: list[Settings] = []  # a stack: the innermost using_settings() wins
 
 
@@ -67,6 +70,35 @@ class RunInfo:
     conf: RunConf
     try_number: int | None = None
     log_url: str | None = None
+
+
+# task errors ----------------------------------------------------------------------------
+# Airflow's worker puts the task's exception into the failure callback's context; the
+# in-process runner (dag.test) does not. Task bodies remember their exception here so the
+# failure alert can include it (and the quality gate's report) either way.
+_task_errors: dict[tuple[str | None, str | None], BaseException] = {}
+
+
+def _error_key(context: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    ti = context.get("ti") or context.get("task_instance")
+    run_id = getattr(context.get("dag_run"), "run_id", None) or context.get("run_id")
+    return (run_id, getattr(ti, "task_id", None))
+
+
+def task_body(
+    func: Callable[Concatenate[Mapping[str, Any], P], R],
+) -> Callable[Concatenate[Mapping[str, Any], P], R]:
+    """Mark a task body: its exception is remembered for :func:`on_failure`."""
+
+    @functools.wraps(func)
+    def wrapper(context: Mapping[str, Any], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return func(context, *args, **kwargs)
+        except Exception as exc:
+            _task_errors[_error_key(context)] = exc
+            raise
+
+    return wrapper
 
 
 # settings ---------------------------------------------------------------------------------
@@ -175,6 +207,7 @@ def _info_and_interval(context: Mapping[str, Any], params: Params) -> tuple[RunI
 
 
 # data tasks -------------------------------------------------------------------------------
+@task_body
 def extract(context: Mapping[str, Any]) -> Manifest:
     """Validate the conf, then fetch the run's interval into a raw file (never overwritten)."""
     from rps.data.pipeline import step_extract
@@ -196,6 +229,7 @@ def extract(context: Mapping[str, Any]) -> Manifest:
     }
 
 
+@task_body
 def quality_gate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Run the quality gate on the raw file; a failure raises QualityGateError (no retry)."""
     from rps.data.extract import sidecar
@@ -209,6 +243,7 @@ def quality_gate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     return {**manifest, "quality_report": str(sidecar(raw_path, "quality.json"))}
 
 
+@task_body
 def transform(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Clean the gate-passed raw file into the processed Parquet dataset."""
     from rps.data.pipeline import file_md5, step_transform
@@ -238,6 +273,7 @@ def find_profile_run(settings: Settings, dataset_md5: str) -> str | None:
     return str(runs[0].info.run_id) if runs else None
 
 
+@task_body
 def profile(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Profile the processed dataset into MLflow (once per dataset content)."""
     from rps.data.pipeline import step_profile
@@ -253,6 +289,7 @@ def profile(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     return {**manifest, "profile_html": str(html), "profile_run_id": run_id}
 
 
+@task_body
 def load(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Put the processed dataset into object storage under its content hash."""
     from rps.data.pipeline import step_load
@@ -261,6 +298,7 @@ def load(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     return {**manifest, "storage_uri": step_load(settings, Path(manifest["processed_path"]))}
 
 
+@task_body
 def version(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Version the dataset with DVC (a no-op for content already versioned last)."""
     from rps.data.pipeline import step_version, write_status
@@ -291,7 +329,8 @@ def on_failure(context: Mapping[str, Any]) -> None:
 
     try:
         settings = current_settings()
-        error = context.get("exception")
+        remembered = _task_errors.pop(_error_key(context), None)
+        error = context.get("exception") or remembered
         ti = context.get("ti") or context.get("task_instance")
         dag_run = context.get("dag_run")
         end = context.get("data_interval_end") or context.get("logical_date")
@@ -378,6 +417,7 @@ def find_training_run(
     return None
 
 
+@task_body
 def train(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Train on the versioned dataset (tracked in MLflow, registered, gated) or reuse a run."""
     from rps.models.train import code_version
@@ -413,6 +453,7 @@ def train(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     }
 
 
+@task_body
 def evaluate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Check the run's holdout evaluation (finite metrics, the gate ran) and report it.
 
@@ -439,6 +480,7 @@ def evaluate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     }
 
 
+@task_body
 def register(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Check the registered version belongs to this run and report its URI.
 
@@ -457,6 +499,7 @@ def register(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     return {**manifest, "model_uri": f"models:/{details['name']}/{version}"}
 
 
+@task_body
 def promote(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Report the champion/challenger gate: promoted or not, why, and who is champion.
 
@@ -505,6 +548,7 @@ SUMMARY_KEYS: tuple[str, ...] = (
 )
 
 
+@task_body
 def notify(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Send the run's success summary through the alert channels."""
     from rps.orchestration.alerts import send_alert, success_event

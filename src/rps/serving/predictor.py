@@ -334,16 +334,31 @@ class SwapResult:
     detail: str
 
 
-SourceResolver = Callable[[], tuple[Path, str | None, str]]
-"""Returns ``(bundle directory, version or None, source description)``."""
+@dataclass(frozen=True)
+class SourceBundle:
+    """A located champion bundle.
+
+    Attributes:
+        path: The directory holding ``bundle.json``.
+        version: The registry version when known.
+        source: Where it came from, for ``/model/info``.
+        download_root: A temporary download folder to delete once the bundle is cached.
+    """
+
+    path: Path
+    version: str | None
+    source: str
+    download_root: Path | None = None
 
 
-def resolve_source(settings: Settings) -> tuple[Path, str | None, str]:
-    """Where the current champion bundle is: ``settings.model_dir`` or the registry.
+SourceResolver = Callable[[], SourceBundle]
 
-    Returns:
-        The directory holding ``bundle.json``, the registry version when known, and a
-        description of the source for ``/model/info``.
+
+def resolve_source(settings: Settings) -> SourceBundle:
+    """Locate the current champion bundle: ``settings.model_dir``, else the registry alias.
+
+    From the registry, the champion's version is read first and that exact version is
+    downloaded, so the reported version always matches the bundle even if the alias moves.
 
     Raises:
         ModelLoadError: the directory is missing, or the registry cannot deliver a bundle.
@@ -354,26 +369,33 @@ def resolve_source(settings: Settings) -> tuple[Path, str | None, str]:
             directory = settings.project_root / directory
         if not directory.exists():
             raise ModelLoadError(f"model_dir {directory} does not exist")
-        return directory.resolve(), None, str(directory)
+        return SourceBundle(path=directory.resolve(), version=None, source=str(directory))
     try:
         from rps.models.registry import champion_info, download_bundle
     except ImportError as exc:
         raise ModelLoadError(f"no model_dir set and the registry is unavailable: {exc}") from exc
-    try:
-        directory = Path(download_bundle(settings, ref="champion"))
-    except Exception as exc:  # registry clients raise many kinds
-        raise ModelLoadError(
-            f"cannot download the champion from {settings.champion_uri}: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-    version: str | None = None
+    ref, version = "champion", None
     try:
         info = champion_info(settings)
-        raw = info.get("version") if isinstance(info, Mapping) else getattr(info, "version", None)
-        version = None if raw is None else str(raw)
-    except Exception as exc:  # the version is a label only
+        if info.get("version") is not None:
+            version = str(info["version"])
+            ref = version
+    except Exception as exc:  # the download below reports the registry's problem
         logger.warning("champion version unknown: %s", exc)
-    return directory, version, settings.champion_uri
+    download_root = Path(tempfile.mkdtemp(prefix="rps-serving-download-"))
+    try:
+        directory = Path(download_bundle(settings, ref=ref, dst=download_root))
+    except Exception as exc:  # registry clients raise many kinds
+        shutil.rmtree(download_root, ignore_errors=True)
+        raise ModelLoadError(
+            f"cannot download {settings.champion_uri} (ref {ref}): {type(exc).__name__}: {exc}"
+        ) from exc
+    return SourceBundle(
+        path=directory,
+        version=version,
+        source=f"{settings.champion_uri} (version {version})" if version else settings.champion_uri,
+        download_root=download_root,
+    )
 
 
 class ModelManager:
@@ -451,8 +473,19 @@ class ModelManager:
 
     def load_from_source(self) -> ServedModel:
         """Load the current champion from the configured source (blocking)."""
-        directory, version, source = self.resolver()
-        return self.load_path(directory, version=version, alias="champion", source=source)
+        located = self.resolver()
+        root = located.download_root
+        try:
+            model = self.load_path(
+                located.path, version=located.version, alias="champion", source=located.source
+            )
+        except BaseException:
+            if root is not None:
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+        if root is not None and root != model.path and root not in model.path.parents:
+            shutil.rmtree(root, ignore_errors=True)  # served from the cache copy
+        return model
 
     def _load_entry(self, entry: ModelEntry) -> ServedModel:
         known = self._loaded.get(entry.checksum)

@@ -8,6 +8,7 @@ from rps.cli import alerts as alerts_cli
 from rps.cli import data as data_cli
 from rps.cli import model as model_cli
 from rps.cli import orchestrate as orchestrate_cli
+from rps.cli import run as run_cli
 from rps.cli import serve as serve_cli
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ alerts_cli.register(app)
 model_cli.register(app)
 orchestrate_cli.register(app)
 serve_cli.register(app)
+run_cli.register(app)
 # Each command group registers itself here (one line per module).
 
 

@@ -1,0 +1,5 @@
+"""``python -m rps``: the CLI."""
+
+from rps.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""``rps run``: the main job on the embedded default, from live data to a served champion."""
+
+from __future__ import annotations
+
+import threading
+from typing import Annotated, Optional
+
+import typer
+
+from rps.cli.common import console, err_console, fail_on, load_config
+
+
+def print_dag_result(result: object) -> None:
+    """Print a DAG run's tasks with their states and durations."""
+    console.print(f"\nDAG run {result.run_id}: {result.state} ({result.wall_s:.1f} s)")  # type: ignore[attr-defined]
+    console.print(f"  {'task':<14}{'state':<17}{'duration':>9}")
+    for task in result.tasks:  # type: ignore[attr-defined]
+        duration = f"{task.duration_s:.1f} s" if task.duration_s is not None else "-"
+        console.print(f"  {task.task_id:<14}{task.state or 'not run':<17}{duration:>9}")
+
+
+def run(
+    source: Annotated[
+        Optional[str],  # noqa: UP045 - typer needs Optional here
+        typer.Option(
+            "--source", "-s", help="open_meteo, replay or synthetic (default: RPS_SOURCE)"
+        ),
+    ] = None,
+    serve: Annotated[bool, typer.Option(help="serve the champion after training")] = True,
+    monitoring: Annotated[
+        bool, typer.Option(help="start Prometheus + Alertmanager when installed")
+    ] = True,
+    demo_drift: Annotated[
+        bool, typer.Option(help="send drifted traffic so DataDriftDetected fires and retrains")
+    ] = False,
+    port: Annotated[Optional[int], typer.Option(help="API port (default: RPS_API_PORT)")] = None,  # noqa: UP045
+) -> None:
+    """Run the DAG (data -> gate -> train -> gate -> champion), then serve and monitor it."""
+    from rps.models.registry import ModelNotFoundError, champion_info
+    from rps.orchestration.local_run import DagLoadError, run_dag_locally
+
+    settings, params = load_config()
+    conf = {"reason": "rps run", "source": source or settings.source}
+    console.print(
+        f"running the Airflow DAG rps_pipeline in-process on {conf['source']} data "
+        f"(AIRFLOW_HOME={settings.airflow_home_path})"
+    )
+    with fail_on(DagLoadError, RuntimeError, OSError):
+        result = run_dag_locally(settings, conf=conf)
+    print_dag_result(result)
+    if not result.succeeded:
+        err_console.print(
+            f"failed tasks: {', '.join(result.failed_tasks())}; see {settings.alert_log}",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    with fail_on(ModelNotFoundError):
+        champion = champion_info(settings)
+    metrics = champion["metrics"]
+    shown = ", ".join(
+        f"{k} {v:.3f}"
+        for k, v in sorted(metrics.items())
+        if isinstance(v, int | float) and k.startswith("holdout_")
+    )
+    console.print(
+        f"\nchampion: {champion['name']} version {champion['version']} "
+        f"({champion['model_kind']}), dataset {str(champion['dataset_md5'])[:12]}"
+    )
+    console.print(f"  holdout: {shown}", markup=False)
+    if not serve:
+        return
+    _serve(
+        settings,
+        params,
+        port=port or settings.api_port,
+        monitoring=monitoring,
+        demo_drift=demo_drift,
+    )
+
+
+def _serve(settings, params, *, port: int, monitoring: bool, demo_drift: bool) -> None:  # type: ignore[no-untyped-def]
+    from rps.monitoring.local_stack import BinaryNotFoundError, start_local_monitoring
+    from rps.serving.launcher import run as run_api
+
+    url = f"http://{settings.api_host}:{port}"
+    stack = None
+    if monitoring:
+        try:
+            stack = start_local_monitoring(settings, api_port=port, demo=demo_drift)
+            console.print(
+                f"prometheus:   {stack.prometheus.url}  (alerts: {stack.prometheus.url}/alerts)"
+            )
+            console.print(f"alertmanager: {stack.alertmanager.url}")
+            console.print(f"alert log:    {settings.alert_log}")
+        except BinaryNotFoundError as exc:
+            err_console.print(
+                f"monitoring not started: {exc} "
+                "(apt-get install prometheus prometheus-alertmanager)",
+                markup=False,
+            )
+    stop = threading.Event()
+    if demo_drift:
+        from rps.monitoring.demo import send_drifted_traffic
+
+        threading.Thread(
+            target=send_drifted_traffic, args=(url, params, stop), daemon=True, name="drift-demo"
+        ).start()
+        console.print(
+            "drift demo: sending drifted rows to /predict; DataDriftDetected fires "
+            "in about a minute and the receiver starts a retraining run"
+        )
+    console.print(f"\nAPI: {url}  (OpenAPI: {url}/docs)")
+    console.print(f"  curl -s {url}/forecast", markup=False)
+    console.print(f"  curl -s {url}/model/info", markup=False)
+    console.print(f"  curl -s {url}/metrics | grep ^predictions_total", markup=False)
+    console.print("Ctrl-C stops the API and the monitoring processes.")
+    try:
+        run_api(host=settings.api_host, port=port, workers=1, settings=settings)
+    finally:
+        stop.set()
+        if stack is not None:
+            stack.stop()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``run`` (the main job) to the root app."""
+    app.command("run")(run)

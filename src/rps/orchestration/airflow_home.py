@@ -29,6 +29,23 @@ logger = logging.getLogger(__name__)
 
 DAG_FILE = "rps_pipeline_dag.py"
 MARKER = ".rps-db-migrated"
+LOCAL_SETTINGS_HEADER = "# written by rps.orchestration.airflow_home"
+LOCAL_SETTINGS = f'''{LOCAL_SETTINGS_HEADER} (delete this line to keep your edits)
+"""Airflow local settings for the RPS embedded home: apply rps's Airflow/pydantic shim.
+
+Airflow imports this module (from $AIRFLOW_HOME/config) in every process it starts, before
+its APIs are built, so ``airflow standalone`` works with the project's locked pydantic.
+"""
+
+import logging
+
+try:
+    from rps.orchestration.compat import patch_airflow_for_pydantic
+
+    patch_airflow_for_pydantic()
+except Exception:  # never stop Airflow from starting
+    logging.getLogger(__name__).exception("rps: the Airflow/pydantic shim was not applied")
+'''
 MIGRATE_TIMEOUT_S = 600.0
 
 
@@ -100,6 +117,18 @@ def _check_not_configured_elsewhere(url: str) -> None:
         )
 
 
+def write_local_settings(home: Path) -> Path:
+    """Write ``<home>/config/airflow_local_settings.py`` (the shim) unless a user owns it."""
+    path = home / "config" / "airflow_local_settings.py"
+    if path.exists() and not path.read_text(encoding="utf-8").startswith(LOCAL_SETTINGS_HEADER):
+        logger.warning("%s exists and is not rps's: leaving it alone", path)
+        return path
+    if not path.exists() or path.read_text(encoding="utf-8") != LOCAL_SETTINGS:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(LOCAL_SETTINGS, encoding="utf-8")
+    return path
+
+
 def _migrate(home: Path, env: dict[str, str]) -> None:
     logger.info("migrating the Airflow metadata database in %s (first use)", home)
     try:
@@ -123,9 +152,11 @@ def ensure_airflow_home(settings: Settings) -> Path:
 
     Sets ``AIRFLOW_HOME`` (``settings.airflow_home_path``), ``AIRFLOW__CORE__DAGS_FOLDER``
     (the repository's ``airflow/dags``), ``AIRFLOW__CORE__LOAD_EXAMPLES=False`` and a SQLite
-    ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` in ``os.environ``, then runs ``airflow db
-    migrate`` unless the marker file says this Airflow version already migrated this
-    database. Safe to call from several processes at once (a file lock serialises them).
+    ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` in ``os.environ``, writes
+    ``<home>/config/airflow_local_settings.py`` (applies :mod:`rps.orchestration.compat` in
+    every Airflow process, e.g. ``airflow standalone``), then runs ``airflow db migrate``
+    unless the marker file says this Airflow version already migrated this database. Safe
+    to call from several processes at once (a file lock serialises them).
 
     Args:
         settings: supplies the Airflow home and the project folder.
@@ -142,6 +173,7 @@ def ensure_airflow_home(settings: Settings) -> Path:
     version = _airflow_version()
     _check_not_configured_elsewhere(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     home.mkdir(parents=True, exist_ok=True)
+    write_local_settings(home)
     os.environ.update(env)
     marker = home / MARKER
     wanted = {"airflow": version, "database": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]}

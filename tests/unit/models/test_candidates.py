@@ -152,18 +152,18 @@ def _xy(data):
     return data.x[data.train_pos], data.y[data.train_pos]
 
 
-def _result(name: str, cv_rmse: float, beats: bool) -> CandidateResult:
-    metrics = {"holdout_rmse": 1.0, "beats_persistence": float(beats)}
+def _result(name: str, holdout_rmse: float, beats: bool, cv_rmse: float = 1.0) -> CandidateResult:
+    metrics = {"holdout_rmse": holdout_rmse, "beats_persistence": float(beats)}
     cv = CVOutcome(cv_rmse, [cv_rmse], np.zeros(3))
     return CandidateResult(name, KIND_OF[name], {}, None, cv, np.zeros(3), {}, metrics)  # type: ignore[arg-type]
 
 
-def test_choose_takes_the_best_cv_candidate_that_beats_persistence():
+def test_choose_takes_the_best_holdout_candidate_that_beats_persistence():
     results = {
         "persistence": _result("persistence", 5.0, False),
         "seasonal_naive": _result("seasonal_naive", 4.0, True),
-        "ridge": _result("ridge", 2.0, False),  # best CV, but does not beat persistence
-        "lightgbm": _result("lightgbm", 2.5, True),
+        "ridge": _result("ridge", 2.0, False),  # best RMSE, but not significantly better
+        "lightgbm": _result("lightgbm", 2.5, True, cv_rmse=9.0),  # CV does not decide
     }
     assert choose_candidate(results).name == "lightgbm"
 

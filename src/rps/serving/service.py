@@ -382,6 +382,15 @@ class PredictionService:
             if snapshot is not None:
                 metrics.set_drift(snapshot)
 
+    def refresh_drift(self) -> None:
+        """Publish the drift statistics of rows that arrived since the last recomputation."""
+        monitor = self.drift
+        if monitor is None:
+            return
+        snapshot = monitor.refresh()
+        if snapshot is not None:
+            self.metrics.set_drift(snapshot)
+
     def _log(self, logged: list[LoggedPrediction]) -> None:
         if self.prediction_log is None:
             return

@@ -106,15 +106,41 @@ def test_statistics_are_recomputed_every_n_rows_not_per_request() -> None:
     """One row per request: the window is recomputed every recompute_every rows only."""
     rng = np.random.default_rng(3)
     profile = _profile(rng.normal(size=(500, 2)), ["a", "b"])
+    now = [0.0]
+
+    def clock() -> float:
+        now[0] += 0.5  # two requests per second
+        return now[0]
+
     monitor = DriftMonitor(
-        profile, n_features=2, window_size=100, recompute_every=10, clock=lambda: 0.0
+        profile,
+        n_features=2,
+        window_size=100,
+        recompute_every=10,
+        min_interval_seconds=0.0,
+        clock=clock,
     )
     computed = sum(
         monitor.observe(rng.normal(size=(1, 2)), np.zeros(1, dtype=bool), np.zeros(1)) is not None
         for _ in range(300)
     )
     assert monitor.min_samples == 100
-    assert computed == 1 + (300 - 100) // 10
+    assert computed == 1 + (300 - 100) // 10  # first at min_samples, then every 10 rows
+
+
+def test_recomputation_is_rate_limited_under_load_and_refreshed_on_demand() -> None:
+    """Many rows within one second cause one recomputation; refresh() catches up."""
+    rng = np.random.default_rng(7)
+    profile = _profile(rng.normal(size=(500, 2)), ["a", "b"])
+    monitor = DriftMonitor(profile, n_features=2, window_size=100, clock=lambda: 0.0)
+    computed = sum(
+        monitor.observe(rng.normal(size=(1, 2)), np.zeros(1, dtype=bool), np.zeros(1)) is not None
+        for _ in range(1000)
+    )
+    assert computed == 1
+    refreshed = monitor.refresh()
+    assert refreshed is not None and refreshed.samples == 100
+    assert monitor.refresh() is None  # nothing new since
 
 
 def test_statistics_are_recomputed_after_recompute_seconds() -> None:

@@ -6,6 +6,7 @@ import typer
 
 from rps.cli import alerts as alerts_cli
 from rps.cli import data as data_cli
+from rps.cli import deploy as deploy_cli
 from rps.cli import model as model_cli
 from rps.cli import orchestrate as orchestrate_cli
 from rps.cli import run as run_cli
@@ -23,6 +24,7 @@ model_cli.register(app)
 orchestrate_cli.register(app)
 serve_cli.register(app)
 run_cli.register(app)
+deploy_cli.register(app)
 # Each command group registers itself here (one line per module).
 
 

@@ -74,6 +74,11 @@ MIN_COMPARE_ROWS = 24
 PROBE_TIMEOUT_S = 5.0
 #: set (unless already set) whenever the tracking server is remote: fail fast, never hang
 REMOTE_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+#: set unless already set: no run URLs on stdout, no download progress bars (CLI and task logs)
+QUIET_ENV = {
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+}
 #: run metrics shown by ``info``/``champion_info`` (the rest stay in MLflow)
 HEADLINE_METRICS = (
     "holdout_rmse",
@@ -364,7 +369,8 @@ def configure_tracking(settings: Settings) -> None:
     """Point MLflow at the settings' tracking and registry URIs.
 
     For a remote server: probe ``/health`` (5 s timeout), disable HTTP retries and cap the
-    request timeout (unless the environment sets them), and pass credentials.
+    request timeout (unless the environment sets them), and pass credentials. Also silences
+    MLflow's run-URL printing and download progress bars (unless set, :data:`QUIET_ENV`).
 
     Raises:
         TrackingUnavailableError: the server does not answer.
@@ -373,6 +379,8 @@ def configure_tracking(settings: Settings) -> None:
 
     tracking = settings.tracking_uri
     registry = settings.mlflow_registry_uri or tracking
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
     if settings.mlflow_tracking_username:
         os.environ.setdefault("MLFLOW_TRACKING_USERNAME", settings.mlflow_tracking_username)
     if settings.mlflow_tracking_password:

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,9 @@ from rps.models import evaluation as ev
 from rps.models.bundle import ModelBundle, Predictor
 from rps.params import Params, TrainParams, load_params
 from rps.settings import Settings
+
+if TYPE_CHECKING:
+    from rps.models.registry import GateDecision
 
 log = logging.getLogger(__name__)
 
@@ -584,10 +587,6 @@ class CandidateResult:
     metrics: dict[str, float]  # holdout metrics, interval coverage, cv_rmse, dm p-value
     dm_vs_persistence: ev.DMResult | None = None
 
-    @property
-    def beats_persistence(self) -> bool:
-        return self.dm_vs_persistence is not None and bool(self.metrics.get("beats_persistence"))
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -910,6 +909,78 @@ def _trial_logger(experiment_id: str, parent_run_id: str) -> TrialLogger:
     return log_trial
 
 
+def _build_bundle(
+    data: PreparedData,
+    chosen: CandidateResult,
+    metrics: dict[str, float],
+    lineage: dict[str, Any],
+    *,
+    seed: int,
+) -> ModelBundle:
+    """The chosen predictor with its interval, metrics, lineage and training reference."""
+    train_x = data.x[data.train_pos]
+    rng = np.random.default_rng(seed)
+    size = min(REFERENCE_SAMPLE_ROWS, len(train_x))
+    take = np.sort(rng.choice(len(train_x), size=size, replace=False))
+    return ModelBundle(
+        predictor=chosen.predictor,
+        feature_spec=data.spec,
+        interval=chosen.interval,
+        metrics=metrics,
+        lineage=lineage,
+        reference_stats=ev.reference_stats(pd.DataFrame(train_x, columns=data.spec.feature_names)),
+        reference_sample=train_x[take],
+    )
+
+
+def _log_artifacts(
+    root: Path,
+    data: PreparedData,
+    *,
+    chosen: CandidateResult,
+    results: Mapping[str, CandidateResult],
+    decision: GateDecision,
+    observations: pd.DataFrame,
+    bundle_dir: Path,
+) -> None:
+    """Plots, feature config, reference stats and the holdout evaluation, to the active run."""
+    import mlflow
+
+    from rps.models.registry import HOLDOUT_OBSERVATIONS, holdout_observations
+
+    spec = data.spec
+    _write_plots(root / "plots", data, chosen, results)
+    mlflow.log_artifacts(str(root / "plots"), "plots")
+    config = root / "feature_config.json"
+    config.write_text(json.dumps({**spec.to_dict(), "feature_names": spec.feature_names}, indent=2))
+    mlflow.log_artifact(str(config))
+    mlflow.log_artifact(str(bundle_dir / "reference_stats.json"), "reference")
+    evaluation = root / "evaluation"
+    evaluation.mkdir()
+    persistence = results["persistence"].holdout_pred
+    _holdout_frame(data, chosen, persistence).to_csv(
+        evaluation / "holdout_predictions.csv", index=False
+    )
+    hold_times = data.index[data.holdout_pos]
+    holdout_observations(observations, spec, hold_times).to_parquet(
+        evaluation / Path(HOLDOUT_OBSERVATIONS).name, index=False
+    )
+    candidates = {
+        name: {
+            "kind": r.kind,
+            "hyperparams": r.hyper,
+            "metrics": r.metrics,
+            "interval": r.interval,
+            "cv_fold_rmse": r.cv.fold_rmse,
+            "dm_vs_persistence": r.dm_vs_persistence.to_dict() if r.dm_vs_persistence else None,
+        }
+        for name, r in results.items()
+    }
+    (evaluation / "candidates.json").write_text(json.dumps(candidates, indent=2, default=str))
+    (evaluation / "gate.json").write_text(json.dumps(decision.to_dict(), indent=2, default=str))
+    mlflow.log_artifacts(str(evaluation), "evaluation")
+
+
 def train(
     settings: Settings,
     params: Params,
@@ -1028,12 +1099,6 @@ def train(
         )
         timings["gate_s"] = time.perf_counter() - mark
 
-        train_x = data.x[data.train_pos]
-        train_frame = pd.DataFrame(train_x, columns=spec.feature_names)
-        rng = np.random.default_rng(params.train.seed)
-        take = np.sort(
-            rng.choice(len(train_x), size=min(REFERENCE_SAMPLE_ROWS, len(train_x)), replace=False)
-        )
         lineage = {
             "run_id": run_id,
             "experiment_id": experiment_id,
@@ -1057,57 +1122,20 @@ def train(
         bundle_metrics = {
             k: float(v) for k, v in summary.items() if not k.startswith("holdout_rmse_hour")
         }
-        bundle = ModelBundle(
-            predictor=chosen.predictor,
-            feature_spec=spec,
-            interval=chosen.interval,
-            metrics=bundle_metrics,
-            lineage=lineage,
-            reference_stats=ev.reference_stats(train_frame),
-            reference_sample=train_x[take],
-        )
+        bundle = _build_bundle(data, chosen, bundle_metrics, lineage, seed=params.train.seed)
         mark = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rps-train-") as tmp:
             root = Path(tmp)
             bundle_dir = bundle.save(root / "bundle")
-            _write_plots(root / "plots", data, chosen, results)
-            mlflow.log_artifacts(str(root / "plots"), "plots")
-            (root / "feature_config.json").write_text(
-                json.dumps({**spec.to_dict(), "feature_names": spec.feature_names}, indent=2)
+            _log_artifacts(
+                root,
+                data,
+                chosen=chosen,
+                results=results,
+                decision=decision,
+                observations=observations,
+                bundle_dir=bundle_dir,
             )
-            mlflow.log_artifact(str(root / "feature_config.json"))
-            mlflow.log_artifact(str(bundle_dir / "reference_stats.json"), "reference")
-            evaluation = root / "evaluation"
-            evaluation.mkdir()
-            _holdout_frame(data, chosen, persistence).to_csv(
-                evaluation / "holdout_predictions.csv", index=False
-            )
-            registry.holdout_observations(observations, spec, hold_times).to_parquet(
-                evaluation / registry.HOLDOUT_OBSERVATIONS.rsplit("/", 1)[-1], index=False
-            )
-            (evaluation / "candidates.json").write_text(
-                json.dumps(
-                    {
-                        name: {
-                            "kind": r.kind,
-                            "hyperparams": r.hyper,
-                            "metrics": r.metrics,
-                            "interval": r.interval,
-                            "cv_fold_rmse": r.cv.fold_rmse,
-                            "dm_vs_persistence": r.dm_vs_persistence.to_dict()
-                            if r.dm_vs_persistence
-                            else None,
-                        }
-                        for name, r in results.items()
-                    },
-                    indent=2,
-                    default=str,
-                )
-            )
-            (evaluation / "gate.json").write_text(
-                json.dumps(decision.to_dict(), indent=2, default=str)
-            )
-            mlflow.log_artifacts(str(evaluation), "evaluation")
             timings["artifacts_s"] = time.perf_counter() - mark
             mark = time.perf_counter()
             version = registry.log_and_register(

@@ -18,7 +18,7 @@ _bearer = HTTPBearer(
 )
 
 
-def get_service(request: Request) -> PredictionService:
+async def get_service(request: Request) -> PredictionService:
     """The app's prediction service."""
     service: PredictionService = request.app.state.service
     return service
@@ -27,7 +27,7 @@ def get_service(request: Request) -> PredictionService:
 ServiceDep = Annotated[PredictionService, Depends(get_service)]
 
 
-def get_model(service: ServiceDep) -> ServedModel:
+async def get_model(service: ServiceDep) -> ServedModel:
     """The current model, read once for the whole request (503 when none is loaded)."""
     try:
         return service.current_model()
@@ -38,7 +38,7 @@ def get_model(service: ServiceDep) -> ServedModel:
 ModelDep = Annotated[ServedModel, Depends(get_model)]
 
 
-def require_admin(
+async def require_admin(
     service: ServiceDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

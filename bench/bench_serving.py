@@ -1,0 +1,465 @@
+"""Benchmark the prediction service against ``mlflow models serve`` of the same model.
+
+What it measures (one run, written to ``bench/results/serving.json`` and printed as Markdown):
+
+* in-process: one-row ``Booster.predict`` through the bundle, the service's whole feature-row
+  path (dict -> array, predict, OOD flags, drift window, metrics), and the observations ->
+  feature-row path (validation of 169 hourly observations + ``build_feature_row``);
+* closed loop with ``wrk`` (POST /predict, one row, drift and metrics on): req/s, p50, p99;
+* open loop at a fixed rate (default 500 req/s; wrk2 is not available, so an asyncio + httpx
+  generator that sends on a fixed schedule and measures latency from the *scheduled* send time,
+  so a stalled server cannot hide its queueing): achieved rate, p50, p99, errors;
+* RSS of every server process after the load.
+
+Servers: ``rps serve`` with 1 and 2 workers, and ``mlflow models serve --env-manager local`` of
+the same bundle logged as a pyfunc model to a local MLflow store (SQLite + local artifacts).
+
+Usage: ``.venv/bin/python bench/bench_serving.py [--duration 15] [--rate 500]``. Run it on a
+quiet machine: wrk, the load generator and the servers share the same cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from tests.integration.conftest_serving import (  # noqa: E402 - after the path set-up
+    TRAIN_END,
+    build_bundle,
+    feature_rows,
+    feature_spec,
+    free_port,
+    observation_window,
+    replay_observations,
+)
+
+logger = logging.getLogger("bench_serving")
+VENV_BIN = Path(sys.executable).parent
+
+
+# in-process ---------------------------------------------------------------------------------
+def _time_per_call(func: Callable[[], object], *, min_seconds: float = 1.0) -> float:
+    """Median seconds per call over batches lasting about ``min_seconds`` in total."""
+    func()
+    samples: list[float] = []
+    deadline = time.perf_counter() + min_seconds
+    while time.perf_counter() < deadline or len(samples) < 5:
+        start = time.perf_counter()
+        for _ in range(50):
+            func()
+        samples.append((time.perf_counter() - start) / 50)
+    return statistics.median(samples)
+
+
+def in_process(
+    bundle_dir: Path, row: dict[str, float], window: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Microseconds per call of the hot-path pieces, without HTTP."""
+    from rps.features.build import build_feature_row
+    from rps.models.bundle import load_bundle
+    from rps.params import load_params
+    from rps.serving.predictor import build_served_model
+    from rps.serving.schemas import Observation, PredictRequest
+    from rps.serving.service import PredictionService
+    from rps.settings import Settings
+
+    bundle = load_bundle(bundle_dir)
+    names = bundle.feature_names
+    matrix = np.asarray([[row[n] for n in names]])
+    model = build_served_model(
+        bundle, name="bench", version="1", alias="champion", source="bench", path=bundle_dir
+    )
+    with tempfile.TemporaryDirectory() as state:
+        settings = Settings(state_dir=Path(state), model_dir=bundle_dir)
+        service = PredictionService(settings, load_params(REPO_ROOT / "params.yaml"))
+        service.drift = model.new_drift_monitor(service.drift_params)
+        observations = [Observation.model_validate(o) for o in window]
+        spec = bundle.feature_spec
+        values = np.asarray([[o[v] for v in spec.variables] for o in window])
+        issue = pd.Timestamp(window[-1]["time"])
+        body = {"rows": [row]}
+        obs_body = {"observations": window}
+
+        def rows_path() -> None:
+            request = PredictRequest.model_validate(body)
+            assert request.rows is not None
+            service.predict(
+                model, service.rows_to_matrix(model, request.rows), issue_times=None, loc="rows"
+            )
+
+        def observations_path() -> None:
+            request = PredictRequest.model_validate(obs_body)
+            assert request.observations is not None
+            feature_row, _issued = service.observations_to_row(model, request.observations)
+            service.predict(model, feature_row.reshape(1, -1), issue_times=None, loc="observations")
+
+        result = {
+            "booster_predict_1_row_us": _time_per_call(lambda: bundle.predictor.predict(matrix)),
+            "bundle_predict_with_interval_us": _time_per_call(
+                lambda: bundle.predict_with_interval(matrix)
+            ),
+            "service_rows_path_us": _time_per_call(rows_path),
+            "build_feature_row_array_us": _time_per_call(
+                lambda: build_feature_row(values, spec, issue_time=issue)
+            ),
+            "observations_to_row_us": _time_per_call(
+                lambda: service.observations_to_row(model, observations)
+            ),
+            "service_observations_path_us": _time_per_call(observations_path),
+        }
+    return {k: v * 1e6 for k, v in result.items()}
+
+
+# servers ------------------------------------------------------------------------------------
+class Server:
+    """A server subprocess (own process group, so all its workers stop together)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], url: str, log: Path):
+        self.name = name
+        self.url = url
+        self.log = log
+        with log.open("wb") as handle:
+            self.process = subprocess.Popen(
+                argv, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def wait_ready(self, path: str, timeout: float = 180.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited:\n{self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + path, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError(f"{self.name} not ready:\n{self.log.read_text()[-3000:]}")
+
+    def rss_mb(self) -> dict[str, float]:
+        """RSS of the server's processes (the supervisor and each worker), in MB."""
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        out: dict[str, float] = {}
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                label = f"{proc.pid}:{' '.join(proc.cmdline()[:3])[-60:]}"
+                out[label] = proc.memory_info().rss / 2**20
+            except psutil.Error:
+                continue
+        return out
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def start_rps(bundle_dir: Path, workdir: Path, workers: int) -> Server:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RPS_")}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    env.update(
+        {
+            "RPS_STATE_DIR": str(workdir / f"state-{workers}"),
+            "RPS_PARAMS_PATH": str(REPO_ROOT / "params.yaml"),
+            "RPS_PROJECT_ROOT": str(REPO_ROOT),
+        }
+    )
+    argv = [str(VENV_BIN / "rps"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", str(workers), "--model-dir", str(bundle_dir), "--log-level", "warning"]
+    server = Server(
+        f"rps serve --workers {workers}",
+        argv,
+        env,
+        f"http://127.0.0.1:{port}",
+        workdir / f"rps-{workers}.log",
+    )
+    server.wait_ready("/health")
+    return server
+
+
+def log_pyfunc(bundle_dir: Path, workdir: Path) -> Path:
+    """Log the bundle as a pyfunc model to a local MLflow store; return the model's path."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from rps.models import pyfunc
+    from rps.models.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = mlflow.create_experiment(
+        "bench-serving", artifact_location=(workdir / "mlartifacts").as_uri()
+    )
+    example = pd.DataFrame(bundle.reference_sample[:2], columns=bundle.feature_names)
+    output = pd.DataFrame({"prediction": [0.0, 0.0], "lower": [0.0, 0.0], "upper": [0.0, 0.0]})
+    with mlflow.start_run(experiment_id=experiment):
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(pyfunc.__file__).with_name("pyfunc_entry.py")),
+            artifacts={pyfunc.BUNDLE_ARTIFACT: str(bundle_dir)},
+            signature=infer_signature(example, output),
+            input_example=example,
+        )
+    local = Path(
+        mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(workdir / "pyfunc"))
+    )
+    return local
+
+
+def start_mlflow(model_path: Path, workdir: Path) -> Server:
+    port = free_port()
+    env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    argv = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", str(model_path)]
+    argv += ["--env-manager", "local", "-p", str(port), "-h", "127.0.0.1"]
+    server = Server(
+        "mlflow models serve", argv, env, f"http://127.0.0.1:{port}", workdir / "mlflow.log"
+    )
+    server.wait_ready("/ping")
+    return server
+
+
+# load ---------------------------------------------------------------------------------------
+def run_wrk(
+    url: str, body: dict[str, Any], workdir: Path, *, duration: int, connections: int
+) -> dict[str, float]:
+    """Closed-loop load with wrk: req/s and latency percentiles (ms)."""
+    body_file = workdir / "wrk-body.json"
+    body_file.write_text(json.dumps(body))
+    script = workdir / "wrk-post.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_file}", "r")\n'
+        'wrk.body = f:read("*a")\n'
+        "f:close()\n"
+    )
+    out = subprocess.run(
+        ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+
+    def latency_ms(label: str) -> float:
+        match = re.search(rf"^\s+{label}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*", out)
+    return {
+        "req_per_s": float(rps.group(1)) if rps else float("nan"),
+        "p50_ms": latency_ms("50"),
+        "p90_ms": latency_ms("90"),
+        "p99_ms": latency_ms("99"),
+        "non_2xx": float(non2xx.group(1)) if non2xx else 0.0,
+        "socket_errors": errors.group(0) if errors else "",  # type: ignore[dict-item]
+    }
+
+
+async def _open_loop(
+    url: str, body: dict[str, Any], *, rate: float, duration: float
+) -> dict[str, float]:
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/json"}
+    n = int(rate * duration)
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
+    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.2
+
+        async def one(scheduled: float) -> None:
+            nonlocal errors
+            try:
+                response = await client.post(url, content=payload, headers=headers)
+                ok = response.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(loop.time() - scheduled)
+            else:
+                errors += 1
+
+        tasks = []
+        for i in range(n):
+            scheduled = start + i / rate
+            delay = scheduled - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(scheduled)))
+        send_lag = loop.time() - (start + (n - 1) / rate)
+        await asyncio.gather(*tasks)
+        elapsed = loop.time() - start
+    values = np.asarray(latencies) * 1000
+    return {
+        "target_req_per_s": rate,
+        "achieved_req_per_s": len(latencies) / elapsed if elapsed > 0 else 0.0,
+        "p50_ms": float(np.percentile(values, 50)) if values.size else float("nan"),
+        "p99_ms": float(np.percentile(values, 99)) if values.size else float("nan"),
+        "max_ms": float(values.max()) if values.size else float("nan"),
+        "errors": float(errors),
+        "generator_lag_ms": max(0.0, send_lag * 1000),
+    }
+
+
+def open_loop(url: str, body: dict[str, Any], *, rate: float, duration: float) -> dict[str, float]:
+    """Open-loop load at a fixed rate; latency counted from each request's scheduled time."""
+    return asyncio.run(_open_loop(url, body, rate=rate, duration=duration))
+
+
+# main ---------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=15, help="seconds per wrk run")
+    parser.add_argument("--rate", type=float, default=500.0, help="open-loop requests/s")
+    parser.add_argument("--open-seconds", type=float, default=15.0, help="open-loop duration")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "bench" / "results" / "serving.json"
+    )
+    parser.add_argument("--skip-mlflow", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    workdir = Path(tempfile.mkdtemp(prefix="rps-bench-serving-"))
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()}}
+    try:
+        logger.info("building the bundle in %s", workdir)
+        bundle_dir = build_bundle(workdir / "bundle", version="1")
+        spec = feature_spec()
+        frame = replay_observations(TRAIN_END, TRAIN_END + pd.Timedelta(days=10))
+        from rps.features.build import build_features
+
+        features = build_features(frame, spec).dropna(subset=spec.feature_names)
+        row = feature_rows(features.tail(1), spec.feature_names)[0]
+        window = observation_window(frame.tail(spec.window_hours))
+        results["in_process_us"] = in_process(bundle_dir, row, window)
+        logger.info("in-process: %s", results["in_process_us"])
+
+        rps_body = {"rows": [row]}
+        mlflow_body = {
+            "dataframe_split": {
+                "columns": spec.feature_names,
+                "data": [[row[n] for n in spec.feature_names]],
+            }
+        }
+        targets: list[tuple[str, Callable[[], Server], str, dict[str, Any]]] = [
+            (
+                "rps serve, 1 worker",
+                lambda: start_rps(bundle_dir, workdir, 1),
+                "/predict",
+                rps_body,
+            ),
+            (
+                "rps serve, 2 workers",
+                lambda: start_rps(bundle_dir, workdir, 2),
+                "/predict",
+                rps_body,
+            ),
+        ]
+        if not args.skip_mlflow:
+            model_path = log_pyfunc(bundle_dir, workdir)
+            targets.append(
+                (
+                    "mlflow models serve",
+                    lambda: start_mlflow(model_path, workdir),
+                    "/invocations",
+                    mlflow_body,
+                )
+            )
+        results["servers"] = {}
+        for label, start, path, body in targets:
+            logger.info("starting %s", label)
+            server = start()
+            try:
+                check = httpx.post(server.url + path, json=body, timeout=30)
+                check.raise_for_status()
+                logger.info("%s answers %s", label, check.text[:200])
+                run_wrk(
+                    server.url + path, body, workdir, duration=3, connections=args.connections
+                )  # warm-up
+                closed = run_wrk(
+                    server.url + path,
+                    body,
+                    workdir,
+                    duration=args.duration,
+                    connections=args.connections,
+                )
+                logger.info("%s wrk: %s", label, closed)
+                opened = open_loop(
+                    server.url + path, body, rate=args.rate, duration=args.open_seconds
+                )
+                logger.info("%s open loop: %s", label, opened)
+                results["servers"][label] = {
+                    "wrk": closed,
+                    "open_loop": opened,
+                    "rss_mb": server.rss_mb(),
+                }
+            finally:
+                server.stop()
+        results["machine"]["load_after"] = os.getloadavg()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    sys.stdout.write(markdown(results, args) + "\n")
+
+
+def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
+    lines = [
+        f"wrk -t2 -c{args.connections} -d{args.duration}s, POST one row; open loop "
+        f"{args.rate:.0f} req/s for {args.open_seconds:.0f} s (asyncio + httpx).",
+        "",
+        "| server | wrk req/s | wrk p50 ms | wrk p99 ms | at-rate req/s | at-rate p50 ms "
+        "| at-rate p99 ms | RSS MB per process |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for label, data in results.get("servers", {}).items():
+        w, o = data["wrk"], data["open_loop"]
+        rss = ", ".join(f"{v:.0f}" for v in data["rss_mb"].values())
+        lines.append(
+            f"| {label} | {w['req_per_s']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
+            f"{o['achieved_req_per_s']:.0f} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {rss} |"
+        )
+    lines += ["", "| in-process step | us |", "|---|---:|"]
+    for key, value in results.get("in_process_us", {}).items():
+        lines.append(f"| {key} | {value:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

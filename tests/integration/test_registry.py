@@ -322,3 +322,21 @@ def test_bad_input_is_refused_with_named_errors_and_changes_nothing(
 
     assert versions(client, name) == before
     assert client.get_model_version_by_alias(name, "champion").version == champion
+
+
+def test_a_corrupted_champion_blocks_promotion_not_training(
+    mlflow_server: MlflowServer, fast: Params, tmp_path: Path
+) -> None:
+    name = "corrupted"
+    settings = mlflow_server.settings(tmp_path, name)
+    client = MlflowClient(mlflow_server.url)
+    train(settings, fast, observations=random_walk(fast.data.variables, seed=4))
+    model_id = client.get_model_version(name, "1").source.rsplit("/", 1)[-1]
+    (stored,) = (mlflow_server.root / "artifacts").rglob(f"{model_id}/**/bundle/params.json")
+    stored.write_text(stored.read_text() + " ")  # the checksum no longer matches
+
+    result = train(settings, fast, observations=random_walk(fast.data.variables, seed=5))
+    assert not result.promoted
+    assert "champion v1 cannot be loaded" in result.gate_reason and "checksum" in result.gate_reason
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    assert client.get_model_version_by_alias(name, "challenger").version == "2"

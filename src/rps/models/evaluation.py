@@ -152,6 +152,7 @@ class DMResult:
     lag: int
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (nested dataclasses become dicts)."""
         return asdict(self)
 
 

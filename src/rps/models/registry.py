@@ -141,6 +141,7 @@ class GateDecision:
     margin: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (nested dataclasses become dicts)."""
         return asdict(self)
 
 
@@ -294,7 +295,10 @@ def evaluate_gate(
     try:
         with tempfile.TemporaryDirectory(prefix="rps-champion-") as tmp:
             bundle = load_bundle(download_bundle(settings, version, dst=Path(tmp)))
-    except (BundleError, OSError) as exc:
+    except TrackingUnavailableError:
+        raise
+    except (BundleError, OSError, RegistryError) as exc:
+        # a broken champion must not block training: refuse, and let a human decide
         return _refuse(
             f"champion v{version} cannot be loaded ({exc}); promote manually",
             holdout,
@@ -828,6 +832,7 @@ class Comparison:
 
     @property
     def candidate_worse(self) -> bool:
+        """The gate would refuse the candidate (``rps model compare`` exits 1)."""
         return not self.decision.promote
 
 

@@ -611,6 +611,7 @@ class TrainResult:
     timings: dict[str, float]
 
     def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (nested dataclasses become dicts)."""
         return asdict(self)
 
 
@@ -628,6 +629,7 @@ class PreparedData:
 
     @property
     def index(self) -> pd.DatetimeIndex:
+        """Issue times of the complete rows."""
         return pd.DatetimeIndex(self.features.index)
 
 

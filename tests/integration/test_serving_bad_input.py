@@ -191,6 +191,23 @@ CASES: dict[str, Case] = {
     "observation time not a time": Case(
         "/predict", 422, "time", body=lambda i: {"observations": _obs(i, 3, time="yesterday")}
     ),
+    "issue time at the end of the calendar": Case(
+        "/predict",
+        422,
+        "year",
+        body=lambda i: {"rows": [i.row], "issue_times": ["9999-12-31T23:00:00Z"]},
+    ),
+    "observation window at the end of the calendar": Case(
+        "/predict",
+        422,
+        "year",
+        body=lambda i: {
+            "observations": [
+                {**o, "time": f"9999-12-{1 + k // 24:02d}T{k % 24:02d}:00:00Z"}
+                for k, o in enumerate(i.observations)
+            ]
+        },
+    ),
     "observation value as a string": Case(
         "/predict",
         422,

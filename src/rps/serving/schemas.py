@@ -11,10 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A JSON number that is neither NaN nor infinite (integers are accepted)."""
+
+
+MIN_YEAR, MAX_YEAR = 1900, 2200
 
 
 def _iso_text(value: object) -> object:
@@ -23,8 +26,16 @@ def _iso_text(value: object) -> object:
     raise ValueError("must be an ISO 8601 date-time string")
 
 
-IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text)]
-"""An ISO 8601 date-time string (no Unix timestamps: the schema says string)."""
+def _plausible(value: datetime) -> datetime:
+    # far-away years would overflow when the horizon is added
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"year must be between {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+IsoDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_plausible)]
+"""An ISO 8601 date-time string between 1900 and 2200 (no Unix timestamps: the schema says
+string)."""
 
 
 class _Response(BaseModel):

@@ -1,123 +1,50 @@
-"""Small real model bundles for the deployment tests (container build, verify, rollback).
+"""Bundles for the deployment tests, on top of the serving fixtures' real LightGBM bundles.
 
-A LightGBM model fitted in about a second on a slice of the replayed weather, wrapped in a
-:class:`rps.models.bundle.ModelBundle` with reference statistics, so the server loads it
-exactly as it loads a trained champion.
+:func:`tests.integration.conftest_serving.build_bundle` trains the good models. A *bad*
+release here is one the server accepts (checksums verify, the smoke prediction is finite) but
+whose forecasts are physically absurd: exactly what only a post-deploy verification catches.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import pandas as pd
+from rps.models.bundle import ModelBundle, Predictor, load_bundle
 
-from rps.features import build
-from rps.models.bundle import ModelBundle, Predictor
-from rps.params import Params
-
-QUANTILE_LEVELS = (0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+ABSURD_DEGC = 500.0
 
 
-def training_frame(observations: pd.DataFrame, params: Params) -> tuple[build.FeatureSpec, Any]:
-    """The feature spec and the complete feature rows (with target) of ``observations``."""
-    spec = build.FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
-    frame = build.build_features(observations, spec).dropna()
-    return spec, frame
-
-
-def reference_stats(features: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per feature ``mean``/``std``/``min``/``max``/``quantiles`` (the bundle's format)."""
-    stats: dict[str, dict[str, Any]] = {}
-    for name in features.columns:
-        column = features[name].to_numpy(dtype=float)
-        stats[name] = {
-            "mean": float(column.mean()),
-            "std": float(column.std(ddof=1)),
-            "min": float(column.min()),
-            "max": float(column.max()),
-            "quantiles": {str(q): float(np.quantile(column, q)) for q in QUANTILE_LEVELS},
-        }
-    return stats
-
-
-def make_bundle(
-    observations: pd.DataFrame,
-    params: Params,
-    dest: Path,
-    *,
-    version: str = "1",
-    name: str = "rps-temperature-forecaster",
-    broken: bool = False,
-    rows: int = 2000,
-) -> ModelBundle:
-    """Fit a small LightGBM model and save it as a bundle in ``dest``.
+def absurd_bundle(source: Path, target: Path, *, version: str) -> Path:
+    """A copy of the bundle in ``source`` whose model always forecasts 500 degC.
 
     Args:
-        observations: Hourly replayed observations (the ``observations`` fixture).
-        params: The project's params.
-        dest: Empty or missing directory to write the bundle into.
-        version: The registry version recorded in the bundle's lineage.
-        name: The registered model name recorded in the lineage.
-        broken: Write a model whose predictions are NaN (a linear model with a NaN intercept)
-            instead: loads and checksums fine, fails any sanity check of its output.
-        rows: Training rows (the newest ``rows`` complete feature rows).
+        source: A good bundle (its feature spec, reference statistics and sample are reused).
+        target: Where to save the bad bundle.
+        version: The ``model_version`` in its lineage (the version the server reports).
 
     Returns:
-        The saved bundle (its ``checksum`` set).
+        ``target``.
     """
-    spec, frame = training_frame(observations, params)
-    frame = frame.tail(rows)
-    names = spec.feature_names
-    x = frame[names].to_numpy(dtype=float)
-    y = frame[build.TARGET].to_numpy(dtype=float)
-    if broken:
-        predictor = Predictor(
-            kind="linear",
-            feature_names=names,
-            params={
-                "target": spec.target,
-                "mean": [0.0] * len(names),
-                "scale": [1.0] * len(names),
-                "coef": [0.0] * len(names),
-                "intercept": float("nan"),
-            },
-        )
-    else:
-        import lightgbm
-
-        booster = lightgbm.train(
-            {"objective": "regression", "num_leaves": 15, "learning_rate": 0.1, "verbose": -1},
-            lightgbm.Dataset(x, y, feature_name=names),
-            num_boost_round=30,
-        )
-        predictor = Predictor(
-            kind="lightgbm",
-            feature_names=names,
-            params={"target": spec.target, "num_boost_round": 30},
-            booster=booster,
-        )
-    residuals = y - predictor.predict(x) if not broken else np.zeros(len(y))
+    good = load_bundle(source)
+    n = len(good.feature_names)
     bundle = ModelBundle(
-        predictor=predictor,
-        feature_spec=spec,
-        interval={
-            "alpha": 0.1,
-            "lower": float(np.quantile(residuals, 0.05)),
-            "upper": float(np.quantile(residuals, 0.95)),
-        },
-        metrics={"rmse": float(np.sqrt(np.mean(residuals**2)))},
-        lineage={
-            "model_name": name,
-            "registered_model_name": name,
-            "model_version": version,
-            "version": version,
-            "run_id": f"test-run-{version}",
-            "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
-        },
-        reference_stats=reference_stats(frame[names]),
-        reference_sample=x[-200:],
+        predictor=Predictor(
+            kind="linear",
+            feature_names=good.feature_names,
+            params={
+                "target": good.feature_spec.target,
+                "mean": [0.0] * n,
+                "scale": [1.0] * n,
+                "coef": [0.0] * n,
+                "intercept": ABSURD_DEGC,
+            },
+        ),
+        feature_spec=good.feature_spec,
+        interval={"alpha": 0.1, "lower": -1.0, "upper": 1.0},
+        metrics={"holdout_rmse": 1.0},
+        lineage={"model_version": version, "run_id": f"absurd-{version}"},
+        reference_stats=good.reference_stats,
+        reference_sample=good.reference_sample,
     )
-    bundle.save(dest)
-    return bundle
+    bundle.save(target)
+    return target

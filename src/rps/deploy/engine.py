@@ -156,19 +156,22 @@ class Engine:
         return self.argv(*args)
 
 
+def _store_args(store: Path, driver: str) -> tuple[str, ...]:
+    """podman's flags for the ``driver`` half of the sandbox store (one runroot per root)."""
+    run_root = Path("/run/rps-containers") if os.access("/run", os.W_OK) else store / "run"
+    return (
+        "--root",
+        str(store / driver),
+        "--runroot",
+        str(run_root / driver),
+        "--storage-driver",
+        driver,
+    )
+
+
 def _probe_overlay(store: Path) -> bool:
     """Whether podman can use native overlay in ``store`` (import and mount a tiny image)."""
-    probe = Engine(
-        "podman",
-        global_args=(
-            "--root",
-            str(store / "overlay"),
-            "--runroot",
-            str(store / "run-overlay"),
-            "--storage-driver",
-            "overlay",
-        ),
-    )
+    probe = Engine("podman", global_args=_store_args(store, "overlay"))
     with tempfile.TemporaryDirectory(prefix="rps-probe-") as tmp:
         tar_path = Path(tmp) / "probe.tar"
         marker = Path(tmp) / "probe"
@@ -219,23 +222,13 @@ def sandbox_podman(
     store.mkdir(parents=True, exist_ok=True)
     if not conf.exists():
         conf.write_text("[containers]\ndefault_ulimits = []\n", encoding="utf-8")
-    run_root = Path("/run/rps-containers") if os.access("/run", os.W_OK) else store / "run"
     build_args: list[str] = ["--isolation", "chroot", "--network", "host", "--format", "docker"]
     bundle = ca_bundle if ca_bundle is not None else HOST_CA_BUNDLE
     if bundle.exists():
         build_args += ["-v", f"{bundle}:/etc/ssl/certs/ca-certificates.crt:ro"]
     return Engine(
         "podman",
-        global_args=(
-            "--root",
-            str(store / driver),
-            "--runroot",
-            str(run_root / driver),
-            "--storage-driver",
-            driver,
-            "--runtime",
-            "runc",
-        ),
+        global_args=(*_store_args(store, driver), "--runtime", "runc"),
         build_args=tuple(build_args),
         run_args=("--network", "host"),
         env={"CONTAINERS_CONF": str(conf)},

@@ -232,12 +232,9 @@ class ServingMetrics:
             ["reason"],
             registry=registry,
         )
-        self.ood_ratio = Gauge(
-            "out_of_distribution_ratio",
-            "Share of the window's rows with a feature outside the training range.",
-            registry=registry,
-            multiprocess_mode="livemostrecent",
-        )
+        # created at the first drift computation: an unlabelled gauge would read 0 before it
+        self.ood_ratio: Gauge | None = None
+        self.prediction_variance: Gauge | None = None
         self.mean_shift = Gauge(
             "feature_mean_shift",
             "Window mean minus training mean, in training standard deviations (absolute).",
@@ -256,12 +253,6 @@ class ServingMetrics:
             "feature_psi",
             "Population stability index of the window over the training deciles.",
             ["feature_name"],
-            registry=registry,
-            multiprocess_mode="livemostrecent",
-        )
-        self.prediction_variance = Gauge(
-            "prediction_variance",
-            "Variance of the point forecasts in the drift window.",
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
@@ -309,6 +300,19 @@ class ServingMetrics:
 
     def set_drift(self, snapshot: DriftSnapshot) -> None:
         """Publish a drift window's statistics."""
+        if self.ood_ratio is None or self.prediction_variance is None:
+            self.ood_ratio = Gauge(
+                "out_of_distribution_ratio",
+                "Share of the window's rows with a feature outside the training range.",
+                registry=self.registry,
+                multiprocess_mode="livemostrecent",
+            )
+            self.prediction_variance = Gauge(
+                "prediction_variance",
+                "Variance of the point forecasts in the drift window.",
+                registry=self.registry,
+                multiprocess_mode="livemostrecent",
+            )
         self.ood_ratio.set(snapshot.ood_ratio)
         self.prediction_variance.set(snapshot.prediction_variance)
         for name, value in snapshot.mean_shift.items():

@@ -150,3 +150,12 @@ def test_prepare_multiprocess_dir_removes_stale_metric_files(tmp_path: Path) -> 
     (folder / "keep.txt").write_text("x")
     assert prepare_multiprocess_dir(folder) == folder.resolve()
     assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+
+
+def test_series_without_a_value_are_absent(no_token: TestClient, bundle_dir: Path) -> None:
+    """Before any drift window or joined prediction their gauges are absent, not 0."""
+    text = no_token.get("/metrics").text
+    for absent in ("out_of_distribution_ratio", "prediction_variance", "feature_psi", "live_rmse"):
+        assert f"\n{absent}" not in text
+    for present in ("service_uptime_seconds", "model_info", "model_holdout_rmse", "live_samples"):
+        assert f"\n{present}" in text

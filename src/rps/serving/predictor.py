@@ -234,17 +234,25 @@ class BundleCache:
         return target
 
     def prune(self, referenced: set[str], *, min_age_s: float = 600.0) -> None:
-        """Delete cached bundles not in ``referenced``, oldest first, beyond ``keep``."""
+        """Delete cached bundles beyond the newest ``keep`` that no stack entry references.
+
+        Only copies older than ``min_age_s`` go, so a copy another worker is about to commit
+        stays.
+        """
+
+        def mtime(path: Path) -> float:
+            try:
+                return path.stat().st_mtime
+            except OSError:  # another worker pruned it meanwhile
+                return 0.0
+
         if not self.root.exists():
             return
         now = time.time()
-        candidates = sorted(
-            (p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-            key=lambda p: p.stat().st_mtime,
-            reverse=True,
-        )
-        for path in candidates[self.keep :]:
-            if path.name not in referenced and now - path.stat().st_mtime > min_age_s:
+        cached = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        cached.sort(key=mtime, reverse=True)
+        for path in cached[self.keep :]:
+            if path.name not in referenced and now - mtime(path) > min_age_s:
                 shutil.rmtree(path, ignore_errors=True)
 
 
@@ -542,6 +550,8 @@ class ModelManager:
             if self.shared is not None:
                 self.shared.write(SharedStack(generation=generation, entries=changed))
                 self._stamp = self.shared.stamp()
+            if self.cache is not None:
+                self.cache.prune({entry.checksum for entry in changed})
             return changed, generation
 
     @contextlib.contextmanager

@@ -5,66 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
-from rps.features.build import FeatureSpec
-from rps.models.bundle import ModelBundle, Predictor
-from rps.params import load_params
 from rps.serving.app import create_app
 from rps.serving.launcher import prepare_multiprocess_dir
 from rps.settings import Settings
 
 PARAMS_FILE = Path(__file__).resolve().parents[3] / "params.yaml"
-
-
-def _linear_bundle(directory: Path) -> Path:
-    """A small linear bundle with reference statistics (fast; no training)."""
-    params = load_params(PARAMS_FILE)
-    spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
-    names = spec.feature_names
-    rng = np.random.default_rng(0)
-    sample = rng.normal(10.0, 2.0, size=(200, len(names)))
-    stats = {
-        name: {
-            "mean": float(sample[:, j].mean()),
-            "std": float(sample[:, j].std()),
-            "min": float(sample[:, j].min()),
-            "max": float(sample[:, j].max()),
-            "quantiles": {str(q): float(np.quantile(sample[:, j], q)) for q in (0.1, 0.5, 0.9)},
-        }
-        for j, name in enumerate(names)
-    }
-    coef = [0.0] * len(names)
-    coef[0] = coef[1] = 1.0
-    bundle = ModelBundle(
-        predictor=Predictor(
-            kind="linear",
-            feature_names=names,
-            params={
-                "target": spec.target,
-                "mean": [0.0] * len(names),
-                "scale": [1.0] * len(names),
-                "coef": coef,
-                "intercept": 0.5,
-            },
-        ),
-        feature_spec=spec,
-        interval={"alpha": 0.1, "lower": -2.0, "upper": 2.0},
-        metrics={"holdout_rmse": 2.0},
-        lineage={"run_id": "unit", "model_version": "7"},
-        reference_stats=stats,
-        reference_sample=sample,
-    )
-    bundle.save(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _linear_bundle(tmp_path_factory.mktemp("bundle") / "b")
 
 
 def _client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:

@@ -73,6 +73,8 @@ def _install_error_handlers(app: FastAPI, service: PredictionService) -> None:
                 "type": "json_invalid",
             }
             return OrjsonResponse({"detail": [error]}, status_code=422)
+        if exc.status_code == 503:
+            count(request, "no_model")
         return OrjsonResponse(
             {"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
         )

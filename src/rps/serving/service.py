@@ -173,7 +173,6 @@ class PredictionService:
         """
         model = self.manager.current
         if model is None:
-            self.metrics.prediction_errors.labels(reason="no_model").inc()
             reason = self.manager.last_error or "still loading"
             raise UnavailableError(f"no model loaded: {reason}")
         return model
@@ -315,7 +314,6 @@ class PredictionService:
         finite = np.isfinite(forecast.point) & np.isfinite(forecast.lower)
         finite &= np.isfinite(forecast.upper)
         if not finite.all():
-            self.metrics.prediction_errors.labels(reason="non_finite_prediction").inc()
             bad = int(np.flatnonzero(~finite)[0])
             raise InputError.at(
                 [loc, bad] if loc == "rows" else [loc],

@@ -108,3 +108,15 @@ def test_series_without_a_value_are_absent(no_token: TestClient, bundle_dir: Pat
         assert f"\n{absent}" not in text
     for present in ("service_uptime_seconds", "model_info", "model_holdout_rmse", "live_samples"):
         assert f"\n{present}" in text
+
+
+def test_refused_predictions_are_counted_once_by_reason(
+    no_model: TestClient, no_token: TestClient
+) -> None:
+    """prediction_errors_total counts /predict refusals (not other endpoints), once each."""
+    no_model.post("/predict", json={"rows": [{"a": 1.0}]})
+    no_model.get("/model/info")
+    assert 'prediction_errors_total{reason="no_model"} 1.0' in no_model.get("/metrics").text
+    huge = {"rows": [{"x": 1e308}]}
+    no_token.post("/predict", json=huge)
+    assert 'prediction_errors_total{reason="unknown_feature"} 1.0' in no_token.get("/metrics").text

@@ -86,7 +86,7 @@ def test_gate_failure_stops_everything_downstream(settings, params, tmp_path, mo
     lines = default_recording().read_text().splitlines()
     header, body = lines[:2], lines[2:]
     # Dry-bulb temperature is the 32nd field: make every hour 99 degC
-    body = [",".join(f[:31] + ["99.0"] + f[32:]) for f in (line.split(",") for line in body)]
+    body = [",".join([*f[:31], "99.0", *f[32:]]) for f in (line.split(",") for line in body)]
     broken.write_text("\n".join(header + body) + "\n")
     monkeypatch.setenv("RPS_REPLAY_FILE", str(broken))
     get_settings.cache_clear()

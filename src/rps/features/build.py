@@ -261,7 +261,7 @@ def build_feature_row(
                 f"observation window has {len(hourly)} hours, the features need {need}"
             )
         hourly = hourly.iloc[-need:]
-        if np.any(np.diff(hourly.index.asi8) != _HOUR_NS):
+        if np.any(np.diff(pd.DatetimeIndex(hourly.index).asi8) != _HOUR_NS):
             raise FeatureError("observation window must be consecutive hours without gaps")
         values = hourly.to_numpy(dtype=float)
         issue_time = pd.Timestamp(hourly.index[-1])

@@ -86,9 +86,11 @@ class Predictor:
         if self.kind == "seasonal_naive":
             return rows[:, self._seasonal_col].copy()
         if self.kind == "climatology":
-            return self._by_hour[rows[:, self._hour_col].astype(int) % 24]
+            by_hour: np.ndarray = self._by_hour[rows[:, self._hour_col].astype(int) % 24]
+            return by_hour
         if self.kind == "linear":
-            return ((rows - self._mean) / self._scale) @ self._coef + self._intercept
+            linear: np.ndarray = ((rows - self._mean) / self._scale) @ self._coef + self._intercept
+            return linear
         if self.kind == "lightgbm":
             return np.asarray(self.booster.predict(rows, num_threads=1), dtype=float)
         raise BundleError(f"unknown model kind {self.kind!r}")

@@ -94,7 +94,8 @@ def hour_of_year(times: pd.DatetimeIndex) -> np.ndarray:
     leap_after_feb = times.is_leap_year & (times.month > 2)
     day = day - leap_after_feb.astype(int)
     day = np.where(times.is_leap_year & (times.month == 2) & (times.day == 29), 58, day)
-    return day * 24 + times.hour.to_numpy()
+    hours: np.ndarray = day * 24 + times.hour.to_numpy()
+    return hours
 
 
 class ReplaySource:

@@ -71,6 +71,8 @@ def image(engine: Engine, bundle: Path) -> str:
         base_image=LOCAL_BASE_IMAGE,
         git_sha="0" * 40,
     )
+    # the tag moved: drop the image it left behind (this store is the test's own)
+    engine.run_cmd("image", "prune", "-f", check=False, timeout=300)
     print(f"image built in {time.monotonic() - started:.0f} s")
     assert built.model_version == VERSION
     return built.image

@@ -117,3 +117,69 @@ def test_record_and_history_commands(settings: Settings) -> None:
     assert code == 2
     code, out = _rps("deploy", "history", "--json")
     assert code == 0 and '"model_version": "4"' in out
+
+
+def _register(settings: Settings, bundle_dir: Path) -> str:
+    """Log a bundle as a registered pyfunc version (the trainer's path, without training)."""
+    import mlflow
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from rps.models import registry
+    from rps.models.bundle import load_bundle
+
+    bundle = load_bundle(bundle_dir)
+    assert bundle.reference_sample is not None
+    example = pd.DataFrame(bundle.reference_sample[:2], columns=bundle.feature_names)
+    output = pd.DataFrame({"prediction": [0.0, 0.0], "lower": [0.0, 0.0], "upper": [0.0, 0.0]})
+    registry.configure_tracking(settings)
+    registry.ensure_experiment(settings)
+    with mlflow.start_run():
+        return registry.log_and_register(
+            settings,
+            bundle_dir,
+            signature=infer_signature(example, output),
+            input_example=example,
+            pip_requirements=["rps"],
+        )
+
+
+def test_fetch_model_from_the_registry(
+    mlflow_server: object,
+    serving_bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """fetch-model downloads the champion, verifies it and stamps the registry version."""
+    from mlflow import MlflowClient
+
+    from rps.models.bundle import load_bundle
+    from rps.settings import get_settings
+
+    name = "rps-deploy-fetch-test"
+    settings = mlflow_server.settings(tmp_path, name)  # type: ignore[attr-defined]
+    _register(settings, serving_bundle)  # version 1
+    version = _register(settings, serving_bundle)  # version 2 (its lineage still says 1)
+    MlflowClient(tracking_uri=settings.tracking_uri).set_registered_model_alias(
+        name, "champion", version
+    )
+    for key, value in mlflow_server.env(tmp_path, name).items():  # type: ignore[attr-defined]
+        monkeypatch.setenv(key, value)
+    get_settings.cache_clear()
+    try:
+        dest = tmp_path / "model"
+        code, out = _rps("deploy", "fetch-model", "--dest", str(dest))
+        assert code == 0, out
+        assert f"version={version}" in out
+        bundle = load_bundle(dest)
+        assert bundle.lineage["model_version"] == version
+        assert f"digest={bundle.checksum}" in out
+        assert f"registry_digest={load_bundle(serving_bundle).checksum}" in out
+
+        code, out = _rps("deploy", "newest-version")
+        assert code == 0 and out.strip() == version
+
+        code, out = _rps("deploy", "fetch-model", "--ref", "99", "--dest", str(dest))
+        assert code == 1 and "cannot fetch '99'" in out
+    finally:
+        get_settings.cache_clear()

@@ -43,3 +43,44 @@ bench: install ## Run the benchmarks and rewrite docs/BENCHMARKS.md sections
 .PHONY: clean-state
 clean-state: ## Delete the embedded default's local state (.rps/)
 	rm -rf .rps
+
+# --- container image and the CI/CD workflows, run locally ------------------------------------
+# podman without a Docker daemon (this project's machines): chroot builds, runc, host network,
+# a dedicated image store under /var/tmp/rps-containers, and the local Debian base image.
+CONTAINER_FLAGS ?= --engine podman --sandbox
+BASE_IMAGE ?= localhost/bookworm-python:local
+IMAGE ?= rps-api:dev
+CI_LOCAL_STATE := $(CURDIR)/.rps/ci-local
+CI_LOCAL_IMAGE ?= rps-api:ci-local
+CI_LOCAL_CONTAINER ?= rps-api-ci-local
+CI_LOCAL_PORT ?= 18080
+
+.PHONY: image
+image: install ## Build the serving image IMAGE (fetches the champion into model/ when missing)
+	$(RUN) rps deploy build --tag $(IMAGE) $(CONTAINER_FLAGS) --base-image $(BASE_IMAGE)
+
+.PHONY: ci-local
+ci-local: export RPS_STATE_DIR = $(CI_LOCAL_STATE)
+ci-local: install ## ci-dev, ci-test and cd-production steps here, in order, without pushing
+	@echo "== ci-dev: lint, fast tests (state in $(CI_LOCAL_STATE))"
+	$(MAKE) lint
+	$(MAKE) test-fast
+	@echo "== ci-test: DAG run, candidate vs champion"
+	$(RUN) rps dag run --reason ci-local
+	@mkdir -p $(CI_LOCAL_STATE)
+	@candidate=$$($(RUN) rps deploy newest-version) && \
+	  $(RUN) rps model compare --candidate $$candidate --against champion \
+	    --output $(CI_LOCAL_STATE)/report.md || \
+	  { echo "ci-local: candidate v$$candidate is worse than the champion; report: $(CI_LOCAL_STATE)/report.md"; exit 1; }
+	@echo "== cd-production: fetch the champion, build, run, verify, stop (nothing is pushed)"
+	set -o pipefail; $(RUN) rps deploy fetch-model --ref champion --dest $(CI_LOCAL_STATE)/model \
+	  | tee $(CI_LOCAL_STATE)/fetch.txt
+	$(RUN) rps deploy build --no-fetch --model-dir $(CI_LOCAL_STATE)/model --tag $(CI_LOCAL_IMAGE) \
+	  $(CONTAINER_FLAGS) --base-image $(BASE_IMAGE)
+	$(RUN) rps deploy run --image $(CI_LOCAL_IMAGE) --name $(CI_LOCAL_CONTAINER) \
+	  --port $(CI_LOCAL_PORT) $(CONTAINER_FLAGS)
+	@version=$$(sed -n 's/^version=//p' $(CI_LOCAL_STATE)/fetch.txt); status=0; \
+	  $(RUN) rps deploy verify --url http://127.0.0.1:$(CI_LOCAL_PORT) --expect-version $$version \
+	    --model-dir $(CI_LOCAL_STATE)/model || status=$$?; \
+	  $(RUN) rps deploy stop --name $(CI_LOCAL_CONTAINER) $(CONTAINER_FLAGS); \
+	  exit $$status

@@ -1,0 +1,278 @@
+"""The GitHub workflows, rulesets, deploy scripts and hooks, checked as data.
+
+Each workflow is parsed as YAML and held to its contract: triggers and branches, a concurrency
+group, secrets only through ``${{ secrets.* }}`` (and never pasted into a shell script),
+uv caching, actions pinned to a version. actionlint runs on them when it is installed
+(``actionlint`` on PATH; CI's ci-dev workflow always runs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS = REPO_ROOT / ".github" / "workflows"
+RULESETS = REPO_ROOT / ".github" / "rulesets"
+NAMES = ("ci-dev", "ci-test", "cd-production")
+
+SECRET_REF = re.compile(r"secrets\.")
+SECRET_EXPR = re.compile(r"\$\{\{\s*secrets\.[A-Z][A-Z0-9_]*\s*\}\}")
+PINNED = re.compile(
+    r"^(?:[\w.-]+/[\w./-]+@(?:v\d+(?:\.\d+){0,2}|\d+\.\d+\.\d+|[0-9a-f]{40})"
+    r"|docker://[\w./-]+:\d+\.\d+\.\d+)$"
+)
+
+
+def load(name: str) -> dict[str, Any]:
+    data: dict[Any, Any] = yaml.safe_load((WORKFLOWS / f"{name}.yml").read_text("utf-8"))
+    # YAML 1.1 reads the key `on` as True
+    if True in data:
+        data["on"] = data.pop(True)
+    return data
+
+
+def steps(workflow: dict[str, Any]) -> list[dict[str, Any]]:
+    return [step for job in workflow["jobs"].values() for step in job.get("steps", [])]
+
+
+def runs(workflow: dict[str, Any]) -> str:
+    return "\n".join(str(step.get("run", "")) for step in steps(workflow))
+
+
+def step_index(workflow: dict[str, Any], needle: str) -> int:
+    for index, step in enumerate(steps(workflow)):
+        if needle in json.dumps(step):
+            return index
+    raise AssertionError(f"no step mentions {needle!r}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parses_with_a_concurrency_group_and_permissions(name: str) -> None:
+    workflow = load(name)
+    assert workflow["name"] == name
+    group = workflow["concurrency"]["group"]
+    assert group.startswith(f"{name}"), group
+    assert "permissions" in workflow, "least privilege: declare the token's permissions"
+    for job in workflow["jobs"].values():
+        assert job.get("timeout-minutes"), "every job has a timeout"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_secrets_only_through_expressions(name: str) -> None:
+    text = (WORKFLOWS / f"{name}.yml").read_text("utf-8")
+    references = len(SECRET_REF.findall(text))
+    expressions = len(SECRET_EXPR.findall(text))
+    assert references == expressions, "every secret is a whole ${{ secrets.NAME }} expression"
+    for step in steps(load(name)):
+        assert "secrets." not in str(step.get("run", "")), (
+            f"step {step.get('name')!r} pastes a secret into its script; pass it through env"
+        )
+    for key in ("password", "token", "api_key"):
+        for match in re.finditer(rf"^\s*{key}:\s*(.+)$", text, flags=re.MULTILINE | re.I):
+            assert match.group(1).startswith("${{"), f"literal credential: {match.group(0)}"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_actions_are_pinned_and_uv_is_cached(name: str) -> None:
+    workflow = load(name)
+    uses = [step["uses"] for step in steps(workflow) if "uses" in step]
+    for ref in uses:
+        assert PINNED.match(ref.split()[0]), f"{ref} is not pinned to a version"
+    setup_uv = [step for step in steps(workflow) if step.get("uses", "").startswith("astral-sh/")]
+    assert setup_uv, "uv is set up with astral-sh/setup-uv"
+    for step in setup_uv:
+        assert step["with"]["enable-cache"] is True
+        assert step["with"]["cache-dependency-glob"] == "uv.lock"
+    assert "--frozen" in runs(workflow) or name == "ci-dev"
+
+
+def test_ci_dev_contract() -> None:
+    workflow = load("ci-dev")
+    assert workflow["on"]["push"]["branches"] == ["feature/**"]
+    assert workflow["on"]["pull_request"]["branches"] == ["dev"]
+    assert workflow["concurrency"]["cancel-in-progress"] is True
+    script = runs(workflow)
+    assert "make lint" in script
+    assert "make test" in script  # the Makefile's test target: --cov-fail-under=80
+    makefile = (REPO_ROOT / "Makefile").read_text("utf-8")
+    assert "--cov-fail-under=80" in makefile
+    assert "uv export --frozen" in script and "pip-audit" in script
+    assert any("actionlint" in step.get("uses", "") for step in steps(workflow))
+
+
+def test_ci_test_contract() -> None:
+    workflow = load("ci-test")
+    assert workflow["on"] == {"pull_request": {"branches": ["test"]}}
+    assert workflow["permissions"]["pull-requests"] == "write"
+    script = runs(workflow)
+    assert "rps dag run" in script
+    assert "rps model compare --candidate" in script and "--against champion" in script
+    assert "--output report.md" in script
+    assert "cml comment create" in script
+    assert any(step.get("uses", "").startswith("iterative/setup-cml@") for step in steps(workflow))
+    post = step_index(workflow, "cml comment create")
+    fail = step_index(workflow, "is worse than the champion")
+    assert step_index(workflow, "rps model compare") < post < fail, "post first, then fail"
+    fail_step = steps(workflow)[fail]
+    assert fail_step["if"] == "steps.compare.outputs.status != '0'"
+    assert "exit 1" in fail_step["run"]
+    assert "always()" in steps(workflow)[post]["if"]
+
+
+def test_cd_production_contract() -> None:
+    workflow = load("cd-production")
+    assert workflow["on"]["push"] == {"branches": ["main"]}
+    assert workflow["concurrency"] == {"group": "cd-production", "cancel-in-progress": False}
+    assert workflow["env"]["IMAGE_REGISTRY"] == "${{ vars.IMAGE_REGISTRY || 'ghcr.io' }}"
+    order = [
+        "rps deploy fetch-model",
+        "docker/build-push-action",
+        "aquasecurity/trivy-action",
+        "docker push",
+        "scripts/deploy.sh",
+        "rps deploy verify",
+        "rps deploy rollback",
+    ]
+    indices = [step_index(workflow, needle) for needle in order]
+    assert indices == sorted(indices), dict(zip(order, indices, strict=True))
+    build = steps(workflow)[indices[1]]
+    assert build["with"]["push"] is False and build["with"]["load"] is True
+    tags = build["with"]["tags"]
+    assert "steps.meta.outputs.image" in tags and ":latest" in tags
+    trivy = steps(workflow)[indices[2]]
+    assert trivy["with"]["exit-code"] == "1"
+    verify = steps(workflow)[indices[5]]
+    assert "--expect-version" in verify["run"]
+    rollback = steps(workflow)[indices[6]]
+    assert rollback["if"].startswith("failure()")
+    assert rollback["env"]["RPS_API_TOKEN"] == "${{ secrets.RPS_API_TOKEN }}"
+    logins = [s for s in steps(workflow) if s.get("uses", "").startswith("docker/login-action")]
+    assert {s["if"] for s in logins} == {
+        "env.IMAGE_REGISTRY == 'ghcr.io'",
+        "env.IMAGE_REGISTRY == 'docker.io'",
+    }
+
+
+def test_rulesets_require_the_workflow_checks_and_reviews() -> None:
+    jobs = {job.get("name", key) for name in NAMES for key, job in load(name)["jobs"].items()}
+    expected_reviews = {"dev": 0, "test": 1, "main": 1}
+    for branch, reviews in expected_reviews.items():
+        ruleset = json.loads((RULESETS / f"{branch}.json").read_text("utf-8"))
+        assert ruleset["target"] == "branch" and ruleset["enforcement"] == "active"
+        assert ruleset["conditions"]["ref_name"]["include"] == [f"refs/heads/{branch}"]
+        rules = {rule["type"]: rule.get("parameters", {}) for rule in ruleset["rules"]}
+        assert {"deletion", "non_fast_forward", "pull_request"} <= set(rules)
+        assert rules["pull_request"]["required_approving_review_count"] == reviews
+        checks = rules.get("required_status_checks", {}).get("required_status_checks", [])
+        for check in checks:
+            assert check["context"] in jobs, f"{branch}: no job named {check['context']!r}"
+
+
+@pytest.fixture
+def fake_gh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A ``gh`` that knows one existing ruleset ("dev: ...", id 7) and logs its calls."""
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "gh.log"
+    script = bin_dir / "gh"
+    script.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {log}\n'
+        'if [ "$1 $2" = "api repos/o/r/rulesets" ]; then\n'
+        "  printf '7\\tdev: pull requests with green CI\\n'\n"
+        "fi\n",
+        encoding="utf-8",
+    )
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return log
+
+
+def test_apply_branch_protection_creates_or_updates(fake_gh: Path) -> None:
+    script = REPO_ROOT / "scripts" / "apply-branch-protection.sh"
+    result = subprocess.run(
+        ["bash", str(script), "o/r"], capture_output=True, text=True, check=False, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    calls = fake_gh.read_text(encoding="utf-8").splitlines()
+    assert "api --method PUT repos/o/r/rulesets/7 --input .github/rulesets/dev.json" in calls
+    assert "api --method POST repos/o/r/rulesets --input .github/rulesets/main.json" in calls
+    assert "api --method POST repos/o/r/rulesets --input .github/rulesets/test.json" in calls
+    dry = subprocess.run(
+        ["bash", str(script), "o/r", "--dry-run"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert dry.returncode == 0 and dry.stdout.count("dry-run:") == 3
+
+
+def test_deploy_script_contract(tmp_path: Path) -> None:
+    script = REPO_ROOT / "scripts" / "deploy.sh"
+    env = {"PATH": os.environ["PATH"], "RPS_DEPLOY_IMAGE": "ghcr.io/o/rps-api:1"}
+    dry = subprocess.run(
+        ["bash", str(script)],
+        env={**env, "RPS_DEPLOY_TARGET": "dry-run"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert dry.returncode == 0 and "would deploy ghcr.io/o/rps-api:1" in dry.stdout
+    unknown = subprocess.run(
+        ["bash", str(script)],
+        env={**env, "RPS_DEPLOY_TARGET": "nomad://x"},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert unknown.returncode == 2 and "unsupported target" in unknown.stderr
+    missing = subprocess.run(
+        ["bash", str(script)], env={"PATH": os.environ["PATH"]}, capture_output=True, check=False
+    )
+    assert missing.returncode != 0
+
+
+def test_pre_commit_hooks_use_the_locked_tools() -> None:
+    config = yaml.safe_load((REPO_ROOT / ".pre-commit-config.yaml").read_text("utf-8"))
+    hooks = {hook["id"]: hook for repo in config["repos"] for hook in repo["hooks"]}
+    assert all(repo["repo"] == "local" for repo in config["repos"])
+    for hook_id in ("ruff-check", "ruff-format", "mypy"):
+        assert hooks[hook_id]["entry"].startswith("uv run --frozen "), hook_id
+        assert hooks[hook_id]["language"] == "system"
+
+
+def test_dockerignore_keeps_the_image_inputs_only() -> None:
+    lines = (REPO_ROOT / ".dockerignore").read_text("utf-8").splitlines()
+    assert lines[lines.index("*")] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "params.yaml", "src", "model"}
+    for excluded in (".venv", ".rps", ".git", "tests", "docs", "notebooks", "airflow"):
+        assert excluded in lines
+
+
+def test_actionlint_when_installed() -> None:
+    binary = shutil.which("actionlint")
+    if binary is None:
+        pytest.skip("actionlint is not installed (ci-dev runs it in its own job)")
+    result = subprocess.run(
+        [binary, "-color=false"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

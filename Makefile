@@ -38,6 +38,7 @@ format: install ## Apply ruff fixes and formatting
 .PHONY: bench
 bench: install ## Run the benchmarks and rewrite docs/BENCHMARKS.md sections
 	$(RUN) python bench/bench_train.py
+	$(RUN) python bench/bench_dag.py
 	$(RUN) python bench/bench_serving.py
 
 .PHONY: clean-state

@@ -6,7 +6,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from rps.cli.common import console, err_console, fail_on, load_config
+from rps.cli.common import (
+    console,
+    err_console,
+    fail_on,
+    load_config,
+    output_to,
+    print_dag_result,
+)
 
 trigger_app = typer.Typer(help="Start pipeline runs (Airflow REST API or in-process).")
 dag_app = typer.Typer(help="The Airflow pipeline DAG on the embedded default.")
@@ -54,13 +61,11 @@ def run(
     conf: dict[str, str] = {"reason": reason}
     if source:
         conf["source"] = source
-    with fail_on(*_errors()):
+    log_file = settings.state_path / "logs" / "dag-runs.log"
+    with fail_on(*_errors()), output_to(log_file):
         result = run_dag_locally(settings, conf=conf, end=end)
-    console.print(f"\nDAG run {result.run_id}: {result.state} ({result.wall_s:.1f} s)")
-    console.print(f"  {'task':<14}{'state':<17}{'duration':>9}")
-    for task in result.tasks:
-        duration = f"{task.duration_s:.1f} s" if task.duration_s is not None else "-"
-        console.print(f"  {task.task_id:<14}{task.state or 'not run':<17}{duration:>9}")
+    print_dag_result(result)
+    console.print(f"  task logs: {log_file}", markup=False)
     if not result.succeeded:
         err_console.print(f"failed tasks: {', '.join(result.failed_tasks()) or 'none'}")
         raise typer.Exit(1)

@@ -7,16 +7,14 @@ from typing import Annotated, Optional
 
 import typer
 
-from rps.cli.common import console, err_console, fail_on, load_config
-
-
-def print_dag_result(result: object) -> None:
-    """Print a DAG run's tasks with their states and durations."""
-    console.print(f"\nDAG run {result.run_id}: {result.state} ({result.wall_s:.1f} s)")  # type: ignore[attr-defined]
-    console.print(f"  {'task':<14}{'state':<17}{'duration':>9}")
-    for task in result.tasks:  # type: ignore[attr-defined]
-        duration = f"{task.duration_s:.1f} s" if task.duration_s is not None else "-"
-        console.print(f"  {task.task_id:<14}{task.state or 'not run':<17}{duration:>9}")
+from rps.cli.common import (
+    console,
+    err_console,
+    fail_on,
+    load_config,
+    output_to,
+    print_dag_result,
+)
 
 
 def run(
@@ -45,9 +43,11 @@ def run(
         f"running the Airflow DAG rps_pipeline in-process on {conf['source']} data "
         f"(AIRFLOW_HOME={settings.airflow_home_path})"
     )
-    with fail_on(DagLoadError, RuntimeError, OSError):
+    log_file = settings.state_path / "logs" / "dag-runs.log"
+    with fail_on(DagLoadError, RuntimeError, OSError), output_to(log_file):
         result = run_dag_locally(settings, conf=conf)
     print_dag_result(result)
+    console.print(f"  task logs: {log_file}", markup=False)
     if not result.succeeded:
         err_console.print(
             f"failed tasks: {', '.join(result.failed_tasks())}; see {settings.alert_log}",

@@ -14,13 +14,15 @@ Two profiles:
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +158,18 @@ class Engine:
         return self.argv(*args)
 
 
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created), for steps two test runs may race on."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _store_args(store: Path, driver: str) -> tuple[str, ...]:
     """podman's flags for the ``driver`` half of the sandbox store (one runroot per root)."""
     run_root = Path("/run/rps-containers") if os.access("/run", os.W_OK) else store / "run"
@@ -194,13 +208,13 @@ def _probe_overlay(store: Path) -> bool:
 def sandbox_storage_driver(store: Path = DEFAULT_STORE) -> str:
     """The driver the sandbox store uses (decided once per store, remembered in ``driver``)."""
     choice_file = store / "driver"
-    if choice_file.exists():
-        chosen = choice_file.read_text(encoding="utf-8").strip()
-        if chosen in STORAGE_DRIVERS:
-            return chosen
-    store.mkdir(parents=True, exist_ok=True)
-    chosen = "overlay" if _probe_overlay(store) else "vfs"
-    choice_file.write_text(chosen + "\n", encoding="utf-8")
+    with file_lock(store / ".driver.lock"):
+        if choice_file.exists():
+            chosen = choice_file.read_text(encoding="utf-8").strip()
+            if chosen in STORAGE_DRIVERS:
+                return chosen
+        chosen = "overlay" if _probe_overlay(store) else "vfs"
+        choice_file.write_text(chosen + "\n", encoding="utf-8")
     logger.info("sandbox image store %s uses %s", store, chosen)
     return chosen
 

@@ -9,6 +9,7 @@ machine pays the ~1-2 minutes). The Dockerfile works unchanged on either base.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rps.deploy import DeployError
-from rps.deploy.engine import Engine
+from rps.deploy.engine import Engine, file_lock
 from rps.deploy.fetch import bundle_version, make_readable
 
 logger = logging.getLogger(__name__)
@@ -64,38 +65,43 @@ def debootstrap_rootfs_tar(
         DeployError: debootstrap is missing or fails (it needs root and the Debian mirror).
     """
     tarball = cache_dir / BASE_TARBALL
-    if tarball.exists() and tarball.stat().st_size > 0:
-        return tarball
-    if shutil.which("debootstrap") is None:
-        raise DeployError("debootstrap is not installed (apt-get install debootstrap)")
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    rootfs = Path(tempfile.mkdtemp(dir=cache_dir, prefix="rootfs-"))
-    started = time.monotonic()
-    try:
-        argv = [
-            "debootstrap",
-            "--variant=minbase",
-            f"--include={','.join(BASE_PACKAGES)}",
-            "bookworm",
-            str(rootfs),
-            mirror,
-        ]
-        logger.info("debootstrap of bookworm into %s (about a minute)", rootfs)
-        result = subprocess.run(argv, capture_output=True, check=False, timeout=1200)
-        if result.returncode != 0:
-            tail = result.stdout.decode(errors="replace")[-1500:]
-            raise DeployError(f"debootstrap failed ({result.returncode}): {tail}")
-        partial = tarball.with_suffix(".tar.partial")
-        tar = subprocess.run(
-            ["tar", "-C", str(rootfs), "-cf", str(partial), "."], capture_output=True, check=False
-        )
-        if tar.returncode != 0:
-            raise DeployError(f"tar of the rootfs failed: {tar.stderr.decode(errors='replace')}")
-        partial.replace(tarball)
-    finally:
-        shutil.rmtree(rootfs, ignore_errors=True)
+    with file_lock(cache_dir / ".debootstrap.lock"):  # a concurrent run waits, then reuses it
+        if tarball.exists() and tarball.stat().st_size > 0:
+            return tarball
+        if shutil.which("debootstrap") is None:
+            raise DeployError("debootstrap is not installed (apt-get install debootstrap)")
+        started = time.monotonic()
+        rootfs = Path(tempfile.mkdtemp(dir=cache_dir, prefix="rootfs-"))
+        try:
+            _debootstrap(rootfs, mirror, tarball)
+        finally:
+            shutil.rmtree(rootfs, ignore_errors=True)
     logger.info("bookworm rootfs cached in %s (%.0f s)", tarball, time.monotonic() - started)
     return tarball
+
+
+def _debootstrap(rootfs: Path, mirror: str, tarball: Path) -> None:
+    argv = [
+        "debootstrap",
+        "--variant=minbase",
+        f"--include={','.join(BASE_PACKAGES)}",
+        "bookworm",
+        str(rootfs),
+        mirror,
+    ]
+    logger.info("debootstrap of bookworm into %s (about a minute)", rootfs)
+    result = subprocess.run(argv, capture_output=True, check=False, timeout=1200)
+    if result.returncode != 0:
+        tail = result.stdout.decode(errors="replace")[-1500:]
+        raise DeployError(f"debootstrap failed ({result.returncode}): {tail}")
+    partial = tarball.with_name(f"{tarball.name}.{os.getpid()}.partial")
+    tar = subprocess.run(
+        ["tar", "-C", str(rootfs), "-cf", str(partial), "."], capture_output=True, check=False
+    )
+    if tar.returncode != 0:
+        partial.unlink(missing_ok=True)
+        raise DeployError(f"tar of the rootfs failed: {tar.stderr.decode(errors='replace')}")
+    partial.replace(tarball)
 
 
 def ensure_local_base(
@@ -112,8 +118,10 @@ def ensure_local_base(
     if engine.image_exists(ref):
         return ref
     tarball = debootstrap_rootfs_tar(cache_dir)
-    logger.info("importing %s as %s", tarball, ref)
-    engine.run_cmd("import", str(tarball), ref, timeout=600)
+    with file_lock(cache_dir / ".import.lock"):
+        if not engine.image_exists(ref):
+            logger.info("importing %s as %s", tarball, ref)
+            engine.run_cmd("import", str(tarball), ref, timeout=600)
     return ref
 
 

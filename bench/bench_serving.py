@@ -312,6 +312,17 @@ class _Connections:
             await self.discard(None)
             raise
 
+    async def acquire_new(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with self.freed:
+            while self.opened >= self.limit:
+                await self.freed.wait()
+            self.opened += 1
+        try:
+            return await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            await self.discard(None)
+            raise
+
     async def release(self, conn: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
         async with self.freed:
             self.idle.append(conn)
@@ -368,7 +379,14 @@ async def _open_loop(
         try:
             async with asyncio.timeout(timeout):
                 conn = await pool.acquire()
-                status = await _exchange(conn, request)
+                try:
+                    status = await _exchange(conn, request)
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    # the server closed an idle keep-alive connection: retry once on a new one
+                    await pool.discard(conn)
+                    conn = None
+                    conn = await pool.acquire_new()
+                    status = await _exchange(conn, request)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
             errors += 1
             if conn is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -434,6 +435,11 @@ def open_loop(
     coro = _open_loop(
         url, body, rate=rate, duration=duration, connections=connections, timeout=10.0
     )
+    # this process holds the bundle, pandas frames and MLflow: a collection of those during the
+    # run would stall the generator and show up as server latency
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     try:
         import uvloop
 
@@ -441,6 +447,9 @@ def open_loop(
             return runner.run(coro)
     except ImportError:
         return asyncio.run(coro)
+    finally:
+        gc.enable()
+        gc.unfreeze()
 
 
 # main ---------------------------------------------------------------------------------------

@@ -1,59 +1,12 @@
-"""Fixtures for the serving unit tests: a small linear bundle (no training needed)."""
+"""Fixtures for the serving unit tests."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from rps.features.build import FeatureSpec
-from rps.models.bundle import ModelBundle, Predictor
-from rps.params import load_params
-
-PARAMS_FILE = Path(__file__).resolve().parents[3] / "params.yaml"
-
-
-def linear_bundle(directory: Path) -> Path:
-    """A small linear bundle with reference statistics (fast; no training)."""
-    params = load_params(PARAMS_FILE)
-    spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
-    names = spec.feature_names
-    rng = np.random.default_rng(0)
-    sample = rng.normal(10.0, 2.0, size=(200, len(names)))
-    stats = {
-        name: {
-            "mean": float(sample[:, j].mean()),
-            "std": float(sample[:, j].std()),
-            "min": float(sample[:, j].min()),
-            "max": float(sample[:, j].max()),
-            "quantiles": {str(q): float(np.quantile(sample[:, j], q)) for q in (0.1, 0.5, 0.9)},
-        }
-        for j, name in enumerate(names)
-    }
-    coef = [0.0] * len(names)
-    coef[0] = coef[1] = 1.0
-    bundle = ModelBundle(
-        predictor=Predictor(
-            kind="linear",
-            feature_names=names,
-            params={
-                "target": spec.target,
-                "mean": [0.0] * len(names),
-                "scale": [1.0] * len(names),
-                "coef": coef,
-                "intercept": 0.5,
-            },
-        ),
-        feature_spec=spec,
-        interval={"alpha": 0.1, "lower": -2.0, "upper": 2.0},
-        metrics={"holdout_rmse": 2.0},
-        lineage={"run_id": "unit", "model_version": "7"},
-        reference_stats=stats,
-        reference_sample=sample,
-    )
-    bundle.save(directory)
-    return directory
+from tests.unit.serving.bundles import linear_bundle
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,7 @@ from pydantic import SecretStr
 from rps.serving.app import create_app
 from rps.serving.launcher import prepare_multiprocess_dir
 from rps.settings import Settings
-
-PARAMS_FILE = Path(__file__).resolve().parents[3] / "params.yaml"
+from tests.unit.serving.bundles import PARAMS_FILE
 
 
 def _client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:

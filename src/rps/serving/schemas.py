@@ -64,7 +64,7 @@ class Observation(BaseModel):
     )
 
     time: IsoDatetime = Field(description="Start of the hour (UTC when no offset is given).")
-    __pydantic_extra__: dict[str, FiniteFloat]  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, FiniteFloat]
 
     @property
     def values(self) -> dict[str, float]:
@@ -178,7 +178,7 @@ class FeedbackObservation(BaseModel):
     )
 
     time: IsoDatetime
-    __pydantic_extra__: dict[str, FiniteFloat]  # type: ignore[assignment]
+    __pydantic_extra__: dict[str, FiniteFloat]
 
     @property
     def values(self) -> dict[str, float]:

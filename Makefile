@@ -16,6 +16,10 @@ install: ## Create .venv with every extra and the dev tools (uv, from the lock)
 run: install ## The main job on the embedded default (replayed real weather, local state)
 	$(RUN) rps run
 
+.PHONY: demo-drift
+demo-drift: install ## The main job, then drifted traffic: watch DataDriftDetected fire and retrain
+	$(RUN) rps run --demo-drift
+
 .PHONY: test
 test: install ## The whole test suite with coverage (slow tests included)
 	$(RUN) pytest --cov --cov-report=term --cov-report=xml --cov-fail-under=80

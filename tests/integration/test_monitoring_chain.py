@@ -33,6 +33,7 @@ import yaml
 
 from rps.monitoring import promconfig
 from rps.monitoring.alert_receiver import create_receiver_app
+from rps.monitoring.local_stack import write_rules
 from rps.settings import Settings
 from tests.integration.conftest_serving import (
     TRAIN_START,
@@ -64,26 +65,10 @@ DRIFT_MAGNITUDE = 25.0
 def write_test_rules(directory: Path, alert_for: str = ALERT_FOR) -> list[Path]:
     """The production rule files with short ``for`` durations and 1 s recording groups.
 
-    Expressions, labels and annotations are copied unchanged, so the test exercises the rules
-    that production evaluates.
-
-    Returns:
-        The written files (absolute paths), recording rules first.
+    Expressions, labels and annotations are copied unchanged (``rps run --demo-drift`` uses the
+    same function), so the test exercises the rules that production evaluates.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    written: list[Path] = []
-    for name in ("recording.yml", "alerts.yml"):
-        rules = yaml.safe_load((RULES_DIR / name).read_text(encoding="utf-8"))
-        for group in rules["groups"]:
-            if "interval" in group:
-                group["interval"] = INTERVAL
-            for rule in group["rules"]:
-                if "for" in rule:
-                    rule["for"] = alert_for
-        path = (directory / name).resolve()
-        path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
-        written.append(path)
-    return written
+    return write_rules(RULES_DIR, directory, alert_for=alert_for, group_interval=INTERVAL)
 
 
 def _require(names: tuple[str, ...], package: str) -> str:

@@ -87,3 +87,36 @@ def test_feedback_joins_logged_predictions_and_updates_live_errors(
     errors[-1] = predictions[newest_time] - corrected
     rmse = math.sqrt(sum(e * e for e in errors) / len(errors))
     assert server.metrics()["live_rmse"] == pytest.approx(rmse, abs=1e-9)
+
+
+def test_ingested_observations_are_joined_as_actuals(
+    serving_factory: Callable[..., ServerHandle], serving_bundle: Path, tmp_path: Path
+) -> None:
+    """Without any /feedback, the truth that the pipeline stores later is joined at the next
+    scrape, and live RMSE equals the errors against those stored values."""
+    params_file = write_params(tmp_path / "params.yaml", live_accuracy_window=LIVE_WINDOW)
+    server = serving_factory(model_dir=serving_bundle, params_path=params_file)
+    spec = feature_spec()
+    frame = replay_observations(TRAIN_END, TRAIN_END + pd.Timedelta(days=12)).set_index("time")
+    client = server.client()
+    predictions: dict[pd.Timestamp, float] = {}
+    first_issue = frame.index[spec.window_hours + 10]
+    for k in range(LIVE_WINDOW):
+        issue = first_issue + pd.Timedelta(hours=k)
+        window = frame.loc[:issue].tail(spec.window_hours).reset_index()
+        response = client.post("/predict", json={"observations": observation_window(window)})
+        assert response.status_code == 200, response.text
+        item = response.json()["predictions"][0]
+        predictions[pd.Timestamp(item["target_time"])] = item["prediction"]
+    assert server.metrics()["live_samples"] == 0
+
+    # the pipeline ingests the hours that include the target times
+    processed = server.state_dir / "data" / "processed"
+    processed.mkdir(parents=True, exist_ok=True)
+    stored = frame.loc[: max(predictions)].reset_index()
+    stored.to_parquet(processed / "observations.parquet", index=False)
+
+    after = server.metrics()
+    errors = [predictions[t] - float(frame.loc[t, spec.target]) for t in predictions]
+    assert after["live_samples"] == LIVE_WINDOW
+    assert after["live_rmse"] == pytest.approx(math.sqrt(sum(e * e for e in errors) / len(errors)))

@@ -122,6 +122,7 @@ class PredictionService:
         self.prediction_log: PredictionLog | None = None
         self.drift: DriftMonitor | None = None
         self._observations: StoredWindow | None = None
+        self._joined_stamp: tuple[Path, int, int] | None = None
         self.manager.on_swap.append(self._on_swap)
 
     @classmethod
@@ -534,6 +535,44 @@ class PredictionService:
             "live_mae": live.mae,
             "live_samples": live.samples,
         }
+
+    def join_stored_actuals(self, *, days: int = 30) -> int:
+        """Join realized values from newly ingested observations to logged predictions.
+
+        The pipeline stores the newest cleaned observations; each time that file changes, its
+        target values of the last ``days`` days are recorded as actuals (the same path as
+        ``POST /feedback``). Called before each scrape; a no-op while the file is unchanged.
+
+        Returns:
+            The number of logged predictions the new values resolve.
+        """
+        log = self.prediction_log
+        path = self.latest_observations_file()
+        if log is None or path is None:
+            return 0
+        stat = path.stat()
+        stamp = (path, stat.st_mtime_ns, stat.st_size)
+        if stamp == self._joined_stamp:
+            return 0
+        import pandas as pd
+
+        model = self.manager.current
+        target = model.bundle.feature_spec.target if model is not None else self.default_target
+        try:
+            frame = pd.read_parquet(path, columns=["time", target]).dropna()
+        except (OSError, ValueError, KeyError) as exc:
+            logger.warning("cannot join actuals from %s: %s", path, exc)
+            return 0
+        times = pd.to_datetime(frame["time"], utc=True)
+        recent = times >= times.max() - pd.Timedelta(days=days)
+        seconds = (times[recent].astype("int64") // 1_000_000_000).tolist()
+        joined = log.record_actuals(
+            zip(seconds, frame.loc[recent, target].astype(float).tolist(), strict=True)
+        )
+        self._joined_stamp = stamp
+        if joined:
+            logger.info("joined %d logged predictions with ingested observations", joined)
+        return joined
 
     # model info -------------------------------------------------------------------------------
     @staticmethod

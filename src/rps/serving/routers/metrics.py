@@ -18,5 +18,6 @@ router = APIRouter(tags=["monitoring"])
 async def metrics(service: ServiceDep) -> Response:
     """Counters, histograms and gauges of the service (see docs/MONITORING.md)."""
     service.refresh_drift()  # this worker's window, current as of the scrape
+    service.join_stored_actuals()  # truth that arrived with newly ingested observations
     body, content_type = service.metrics.render()
     return Response(body, media_type=content_type)

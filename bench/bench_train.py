@@ -28,7 +28,6 @@ import argparse
 import logging
 import os
 import platform
-import re
 import sys
 import tempfile
 import time
@@ -36,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from benchmarks_doc import BENCHMARKS, write_section  # bench/ is on sys.path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BENCHMARKS = REPO_ROOT / "docs" / "BENCHMARKS.md"
+
 SECTION = "## Training"
 DEFAULT_END = "2025-12-31T23:00Z"
 GOAL_TRAIN_S = 60.0
@@ -93,19 +93,6 @@ def statsforecast_forecasts(
         out[label] = (picks, forecasts)
         log.info("%s: %d forecasts in %.1f s", name, len(picks), time.perf_counter() - started)
     return out
-
-
-def write_section(markdown: str, path: Path = BENCHMARKS) -> None:
-    """Replace (or append) the ``## Training`` section of the benchmarks file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
-    section = markdown.rstrip() + "\n\n"
-    if pattern.search(text):
-        text = pattern.sub(lambda _: section, text, count=1)
-    else:
-        text = text.rstrip() + "\n\n" + section
-    path.write_text(text.rstrip() + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     markdown = "\n".join(lines)
     print(markdown)
     if not args.no_write:
-        write_section(markdown)
+        write_section(SECTION, markdown)
         log.info("wrote %s", BENCHMARKS)
     return 0
 

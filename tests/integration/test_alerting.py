@@ -9,33 +9,24 @@ The API -> Prometheus -> Alertmanager leg (a firing rule) is not covered here: t
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from rps.monitoring import promconfig
-from rps.monitoring.alert_receiver import create_receiver_app
 from rps.settings import Settings
+from tests.integration.alerting_support import Receiver, require_binary, wait_for
 
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RULES = sorted((REPO_ROOT / "monitoring" / "prometheus" / "rules").glob("*.yml"))
-
-
-def _require(names: tuple[str, ...], package: str) -> str:
-    try:
-        return promconfig.find_binary(*names, package=package)
-    except promconfig.BinaryNotFoundError as exc:
-        pytest.fail(f"this test needs the real binary: {exc}", pytrace=False)
 
 
 class FakeTrigger:
@@ -47,51 +38,6 @@ class FakeTrigger:
         with self._lock:
             self.calls.append(reason)
             return f"fake-run-{len(self.calls)}"
-
-
-class Receiver:
-    """The receiver app served by uvicorn in a thread."""
-
-    def __init__(self, settings: Settings, trigger: FakeTrigger) -> None:
-        self.settings = settings
-        self.trigger = trigger
-        self.port = promconfig.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_receiver_app(settings, trigger=trigger),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Receiver:
-        self.thread.start()
-        _wait_for(lambda: self.server.started, timeout=15, what="uvicorn start")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def records(self) -> list[dict[str, Any]]:
-        if not self.settings.alert_log.exists():
-            return []
-        lines = self.settings.alert_log.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines]
-
-    def logged(self, alertname: str) -> list[dict[str, Any]]:
-        return [r for r in self.records() if r["alertname"] == alertname]
-
-
-def _wait_for(condition: Callable[[], object], *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def _alert(name: str, severity: str = "critical", **annotations: str) -> dict[str, Any]:
@@ -124,7 +70,7 @@ def receiver(tmp_path: Path) -> Iterator[Receiver]:
 
 @pytest.fixture
 def alertmanager(tmp_path: Path, receiver: Receiver) -> Iterator[promconfig.ManagedProcess]:
-    binary = _require(promconfig.ALERTMANAGER_BINARIES, "prometheus-alertmanager")
+    binary = require_binary(promconfig.ALERTMANAGER_BINARIES, "prometheus-alertmanager")
     config = promconfig.render_alertmanager_config(
         receiver_url=f"{receiver.url}/alerts",
         group_wait="1s",
@@ -149,7 +95,7 @@ def test_drift_alert_reaches_the_receiver_and_triggers_retraining_once(
     alertmanager: promconfig.ManagedProcess, receiver: Receiver
 ) -> None:
     _post_alerts(alertmanager, _alert("DataDriftDetected"))
-    _wait_for(lambda: receiver.trigger.calls, timeout=20, what="the retraining trigger")
+    wait_for(lambda: receiver.trigger.calls, timeout=20, what="the retraining trigger")
     assert receiver.logged("DataDriftDetected")
     assert receiver.trigger.calls == ["DataDriftDetected: DataDriftDetected in test"]
 
@@ -157,7 +103,7 @@ def test_drift_alert_reaches_the_receiver_and_triggers_retraining_once(
     # (repeat_interval), and a second retraining alert in a group of its own
     _post_alerts(alertmanager, _alert("DataDriftDetected"))
     _post_alerts(alertmanager, _alert("LiveAccuracyDegraded"))
-    _wait_for(
+    wait_for(
         lambda: (
             len(receiver.logged("DataDriftDetected")) >= 2
             and receiver.logged("LiveAccuracyDegraded")
@@ -181,20 +127,20 @@ def test_service_unhealthy_inhibits_latency_alerts(
     alertmanager: promconfig.ManagedProcess, receiver: Receiver
 ) -> None:
     _post_alerts(alertmanager, _alert("ServiceUnhealthy"))
-    _wait_for(lambda: receiver.logged("ServiceUnhealthy"), timeout=20, what="ServiceUnhealthy")
+    wait_for(lambda: receiver.logged("ServiceUnhealthy"), timeout=20, what="ServiceUnhealthy")
     _post_alerts(
         alertmanager,
         _alert("InferenceLatencyHigh", severity="warning"),
         _alert("DataStale", severity="warning"),  # not inhibited: proves delivery went on
     )
-    _wait_for(lambda: receiver.logged("DataStale"), timeout=20, what="DataStale")
+    wait_for(lambda: receiver.logged("DataStale"), timeout=20, what="DataStale")
     time.sleep(3)  # group_wait + a repeat cycle
     assert receiver.logged("InferenceLatencyHigh") == []
     assert receiver.trigger.calls == []
 
 
 def test_prometheus_loads_the_production_rules(tmp_path: Path) -> None:
-    binary = _require(promconfig.PROMETHEUS_BINARIES, "prometheus")
+    binary = require_binary(promconfig.PROMETHEUS_BINARIES, "prometheus")
     port = promconfig.free_port()
     config = promconfig.render_prometheus_config(
         api_targets=[f"127.0.0.1:{promconfig.free_port()}"],  # nothing listens: up == 0
@@ -220,5 +166,5 @@ def test_prometheus_loads_the_production_rules(tmp_path: Path) -> None:
                 for a in response["data"]["alerts"]
             )
 
-        _wait_for(service_unhealthy_pending, timeout=30, what="ServiceUnhealthy pending")
+        wait_for(service_unhealthy_pending, timeout=30, what="ServiceUnhealthy pending")
     assert not prometheus.running

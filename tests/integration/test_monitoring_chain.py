@@ -28,13 +28,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-import uvicorn
 import yaml
 
 from rps.monitoring import promconfig
-from rps.monitoring.alert_receiver import create_receiver_app
 from rps.monitoring.local_stack import write_rules
 from rps.settings import Settings
+from tests.integration.alerting_support import Receiver, require_binary, wait_for
 from tests.integration.conftest_serving import (
     TRAIN_START,
     ServerHandle,
@@ -71,24 +70,6 @@ def write_test_rules(directory: Path, alert_for: str = ALERT_FOR) -> list[Path]:
     return write_rules(RULES_DIR, directory, alert_for=alert_for, group_interval=INTERVAL)
 
 
-def _require(names: tuple[str, ...], package: str) -> str:
-    try:
-        return promconfig.find_binary(*names, package=package)
-    except promconfig.BinaryNotFoundError as exc:
-        pytest.fail(f"this test needs the real binary: {exc}", pytrace=False)
-
-
-def wait_for(condition: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    """Poll ``condition`` every 0.25 s until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.25)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 class RecordingTrigger:
     """Stands in for ``rps.orchestration.trigger.trigger_retrain``: records every call."""
 
@@ -105,42 +86,6 @@ class RecordingTrigger:
     def reasons(self) -> list[str]:
         with self._lock:
             return [reason for _, reason in self.calls]
-
-
-class Receiver:
-    """The alert receiver app (real FastAPI app, fake trigger) under uvicorn in a thread."""
-
-    def __init__(self, settings: Settings, trigger: RecordingTrigger) -> None:
-        self.settings = settings
-        self.trigger = trigger
-        self.port = promconfig.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_receiver_app(settings, trigger=trigger),
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        wait_for(lambda: self.server.started, timeout=15, what="the alert receiver to start")
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def records(self) -> list[dict[str, Any]]:
-        """The alert log (one JSON line per alert of every notification)."""
-        if not self.settings.alert_log.exists():
-            return []
-        lines = self.settings.alert_log.read_text(encoding="utf-8").splitlines()
-        return [json.loads(line) for line in lines if line.strip()]
-
-    def logged(self, alertname: str) -> list[dict[str, Any]]:
-        return [r for r in self.records() if r["alertname"] == alertname]
 
 
 @dataclass
@@ -210,8 +155,10 @@ def _write_pipeline_status(state_dir: Path) -> None:
 @pytest.fixture(scope="module")
 def stack(serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two API servers, the receiver, Alertmanager and Prometheus, all on loopback."""
-    prometheus_binary = _require(promconfig.PROMETHEUS_BINARIES, "prometheus")
-    alertmanager_binary = _require(promconfig.ALERTMANAGER_BINARIES, "prometheus-alertmanager")
+    prometheus_binary = require_binary(promconfig.PROMETHEUS_BINARIES, "prometheus")
+    alertmanager_binary = require_binary(
+        promconfig.ALERTMANAGER_BINARIES, "prometheus-alertmanager"
+    )
     root = tmp_path_factory.mktemp("monitoring-chain")
     stop: list[Callable[[], None]] = []
     try:

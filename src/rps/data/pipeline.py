@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -206,10 +206,3 @@ def run_pipeline(
         last_dataset_md5=result.version.md5,
     )
     return result
-
-
-def result_summary(result: PipelineResult) -> dict[str, Any]:
-    data: dict[str, Any] = dict(result.locations)
-    if result.cleaning is not None:
-        data["cleaning"] = asdict(result.cleaning)
-    return data

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     max_body_bytes: int = 1_000_000
 
     # orchestration and alerting
+    # API base URLs whose POST /model/reload the promote step calls after a new champion
+    # (comma separated; bearer token: api_token). Failures are logged only: the API also polls.
+    api_reload_urls: str = ""
     airflow_home: Path | None = None  # default: <state_dir>/airflow
     airflow_api_url: str | None = None
     airflow_username: str | None = None

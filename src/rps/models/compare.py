@@ -84,11 +84,16 @@ def compare_versions(
 
     Raises:
         ModelNotFoundError: an unknown version or alias.
-        RegistryError: the candidate run lacks its holdout data, or the models forecast
-            different targets or horizons.
+        RegistryError: both refer to the same version, the candidate run lacks its holdout
+            data, or the models forecast different targets or horizons.
     """
     cand_mv = resolve_version(settings, candidate)
     against_mv = resolve_version(settings, against)
+    if str(cand_mv.version) == str(against_mv.version):
+        raise RegistryError(
+            f"--candidate {candidate} and --against {against} are the same version "
+            f"(v{cand_mv.version}): a model cannot be compared with itself"
+        )
     import mlflow
 
     with tempfile.TemporaryDirectory(prefix="rps-compare-") as tmp:

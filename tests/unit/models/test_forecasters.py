@@ -82,9 +82,7 @@ def _lean_load(directory: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize("name", ["ridge", "persistence", "climatology"])
-def test_loading_and_predicting_a_bundle_imports_no_heavy_library(
-    name, train_xy, spec, tmp_path
-):
+def test_loading_and_predicting_a_bundle_imports_no_heavy_library(name, train_xy, spec, tmp_path):
     """A fresh interpreter loads a trained bundle and predicts with NumPy only."""
     x, y = train_xy
     forecaster, _ = fit_candidate(name, x, y, spec, {"alpha": 1.0})

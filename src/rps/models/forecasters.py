@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
@@ -97,6 +98,17 @@ def _write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+@dataclass(frozen=True)
+class TrainingRows:
+    """What a forecaster learns its parameters from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    spec: FeatureSpec
+    hyper: Mapping[str, Any]
+    sample_weight: np.ndarray | None = None
+
+
 class _JsonForecaster:
     """A forecaster whose whole state is ``params`` (stored as ``params.json``)."""
 
@@ -122,6 +134,27 @@ class _JsonForecaster:
             out[self._index[str(name)]] = 1.0
         return out
 
+    @classmethod
+    def fit(
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        spec: FeatureSpec,
+        hyper: Mapping[str, Any],
+        *,
+        seed: int = 0,
+        valid: tuple[np.ndarray, np.ndarray] | None = None,
+        sample_weight: np.ndarray | None = None,
+    ) -> tuple[Any, FitInfo]:
+        """Fit on rows ``x`` and labels ``y`` (see :class:`Forecaster`)."""
+        params = cls.fit_params(TrainingRows(x, y, spec, hyper, sample_weight))
+        return cls(spec.feature_names, {"target": spec.target, **params}), {}
+
+    @classmethod
+    def fit_params(cls, rows: TrainingRows) -> dict[str, Any]:
+        """The parameters learned from the rows (none for a baseline)."""
+        return {}
+
     def save(self, directory: Path) -> list[str]:
         _write_json(directory / PARAMS_FILE, self.params)
         return [PARAMS_FILE]
@@ -138,20 +171,6 @@ class PersistenceForecaster(_JsonForecaster):
     """The target now is the forecast."""
 
     kind: ClassVar[str] = "persistence"
-
-    @classmethod
-    def fit(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        spec: FeatureSpec,
-        hyper: Mapping[str, Any],
-        *,
-        seed: int = 0,
-        valid: tuple[np.ndarray, np.ndarray] | None = None,
-        sample_weight: np.ndarray | None = None,
-    ) -> tuple[PersistenceForecaster, FitInfo]:
-        return cls(spec.feature_names, {"target": spec.target}), {}
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         if self._target_col is None:
@@ -180,21 +199,11 @@ class SeasonalNaiveForecaster(_JsonForecaster):
         self._seasonal_col = self._index[str(self.params["seasonal_feature"])]
 
     @classmethod
-    def fit(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        spec: FeatureSpec,
-        hyper: Mapping[str, Any],
-        *,
-        seed: int = 0,
-        valid: tuple[np.ndarray, np.ndarray] | None = None,
-        sample_weight: np.ndarray | None = None,
-    ) -> tuple[SeasonalNaiveForecaster, FitInfo]:
-        feature = seasonal_feature(spec)
+    def fit_params(cls, rows: TrainingRows) -> dict[str, Any]:
+        feature = seasonal_feature(rows.spec)
         if feature is None:
-            raise ForecasterError(f"no seasonal feature for horizon {spec.horizon_hours} h")
-        return cls(spec.feature_names, {"target": spec.target, "seasonal_feature": feature}), {}
+            raise ForecasterError(f"no seasonal feature for horizon {rows.spec.horizon_hours} h")
+        return {"seasonal_feature": feature}
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         out: np.ndarray = self._rows(rows)[:, self._seasonal_col].copy()
@@ -215,20 +224,10 @@ class ClimatologyForecaster(_JsonForecaster):
         self._by_hour = np.asarray(self.params["by_hour"], dtype=float)
 
     @classmethod
-    def fit(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        spec: FeatureSpec,
-        hyper: Mapping[str, Any],
-        *,
-        seed: int = 0,
-        valid: tuple[np.ndarray, np.ndarray] | None = None,
-        sample_weight: np.ndarray | None = None,
-    ) -> tuple[ClimatologyForecaster, FitInfo]:
-        names = spec.feature_names
-        hours = x[:, names.index("target_hour")].astype(int) % 24
-        weight = np.ones(len(y)) if sample_weight is None else np.asarray(sample_weight, float)
+    def fit_params(cls, rows: TrainingRows) -> dict[str, Any]:
+        y, names = rows.y, rows.spec.feature_names
+        hours = rows.x[:, names.index("target_hour")].astype(int) % 24
+        weight = np.ones(len(y)) if rows.sample_weight is None else np.asarray(rows.sample_weight)
         overall = float(np.average(y, weights=weight))
         by_hour = [
             float(np.average(y[hours == h], weights=weight[hours == h]))
@@ -236,7 +235,7 @@ class ClimatologyForecaster(_JsonForecaster):
             else overall
             for h in range(24)
         ]
-        return cls(names, {"target": spec.target, "by_hour": by_hour}), {}
+        return {"by_hour": by_hour}
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         out: np.ndarray = self._by_hour[self._rows(rows)[:, self._hour_col].astype(int) % 24]
@@ -259,32 +258,21 @@ class RidgeForecaster(_JsonForecaster):
         self._intercept = float(self.params["intercept"])
 
     @classmethod
-    def fit(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        spec: FeatureSpec,
-        hyper: Mapping[str, Any],
-        *,
-        seed: int = 0,
-        valid: tuple[np.ndarray, np.ndarray] | None = None,
-        sample_weight: np.ndarray | None = None,
-    ) -> tuple[RidgeForecaster, FitInfo]:
+    def fit_params(cls, rows: TrainingRows) -> dict[str, Any]:
         from sklearn.linear_model import Ridge
         from sklearn.preprocessing import StandardScaler
 
-        alpha = float(hyper.get("alpha", 1.0))
-        scaler = StandardScaler().fit(x, sample_weight=sample_weight)
-        model = Ridge(alpha=alpha).fit(scaler.transform(x), y, sample_weight=sample_weight)
-        params = {
-            "target": spec.target,
+        alpha = float(rows.hyper.get("alpha", 1.0))
+        weight = rows.sample_weight
+        scaler = StandardScaler().fit(rows.x, sample_weight=weight)
+        model = Ridge(alpha=alpha).fit(scaler.transform(rows.x), rows.y, sample_weight=weight)
+        return {
             "alpha": alpha,
             "mean": scaler.mean_.tolist(),
             "scale": scaler.scale_.tolist(),
             "coef": np.asarray(model.coef_, dtype=float).tolist(),
             "intercept": float(model.intercept_),
         }
-        return cls(spec.feature_names, params), {}
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         out: np.ndarray = ((self._rows(rows) - self._mean) / self._scale) @ self._coef

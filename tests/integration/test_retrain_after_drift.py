@@ -3,12 +3,15 @@
 Data: the newest 90 days of replayed Greensboro weather. The drifted series are built here
 from it (the replay source cannot inject drift yet):
 
-* sustained: from 21 days before the end, the daily temperature cycle grows by 4 degC
+* sustained: from 14 days before the end, the daily temperature cycle grows by 4 degC
   (peak near 20 UTC, the local afternoon) - a change the lag features do not carry through;
 * transient: a 12-hour +6 degC sensor bias on the temperature 4 days before the end.
 
-The champion is trained on the data before the change; the drift-triggered challenger on
-everything. Budget: n_trials=2 and two CV folds.
+Sustained: the champion is trained on the data before the change, the drift-triggered
+challenger on everything (onset estimated from the champion's errors). Transient: champion
+and challenger are trained on the same period with the same onset and split (so neither is
+fresher), the challenger on the data with the blip; only the blip differs. Budget:
+n_trials=2 and two CV folds.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ def test_after_a_sustained_drift_the_adapted_challenger_is_promoted(
     """A drift run with no onset given finds it in the champion's errors and wins the gate."""
     name = "drift-sustained"
     settings = mlflow_server.settings(tmp_path, name)
-    onset = times_of(clean).max().floor("D") - pd.Timedelta(days=21)
+    onset = times_of(clean).max().floor("D") - pd.Timedelta(days=14)
     before = clean[times_of(clean) < onset].reset_index(drop=True)
     first = train(settings, fast, observations=before, dataset_md5="b" * 32)
     assert first.promoted and first.version == "1"
@@ -86,15 +89,16 @@ def test_after_a_sustained_drift_the_adapted_challenger_is_promoted(
     tags = client.get_run(result.run_id).data.tags
     assert tags["rps.drift_onset_source"] == "champion_errors"
     estimated = pd.Timestamp(tags["rps.drift_onset"])
-    assert abs(estimated - onset) <= pd.Timedelta(hours=24), (estimated, onset)
+    # found inside the drift's first half: the gate's window lies wholly in the new regime
+    assert onset - pd.Timedelta(hours=24) <= estimated <= onset + pd.Timedelta(days=7), estimated
     evidence = gate_evidence(client, result.run_id)
     assert evidence["rule"] == "superior", evidence["reason"]
     assert evidence["champion_version"] == "1"
     assert evidence["candidate_rmse"] < 0.8 * evidence["champion_rmse"]
     # the gate judged the present: the newest hours after the onset only
     params = client.get_run(result.run_id).data.params
-    assert pd.Timestamp(params["holdout_start"]) >= estimated
-    assert int(params["rows_holdout"]) == fast.train.promotion.recent_window_hours
+    assert pd.Timestamp(params["holdout_start"]) >= max(estimated, onset)
+    assert int(params["rows_holdout"]) <= fast.train.promotion.recent_window_hours
     assert result.promoted and result.version == "2"
     assert client.get_model_version_by_alias(name, "champion").version == "2"
     version_tags = client.get_model_version(name, "2").tags
@@ -109,8 +113,7 @@ def test_after_a_transient_blip_the_champion_stays(
     name = "drift-blip"
     settings = mlflow_server.settings(tmp_path, name)
     start = times_of(clean).max().floor("D") - pd.Timedelta(days=4)
-    before = clean[times_of(clean) < start].reset_index(drop=True)
-    first = train(settings, fast, observations=before, dataset_md5="d" * 32)
+    first = train(settings, fast, observations=clean, dataset_md5="d" * 32, onset=start)
     assert first.promoted and first.version == "1"
 
     blipped = sensor_blip(clean, start, hours=12, bias=6.0)

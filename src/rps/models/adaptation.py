@@ -4,7 +4,7 @@ A drift-triggered run (the DAG's conf ``reason`` starts with a drift alert's nam
 conf sets ``adapt``/``drift_onset``) trains differently from a scheduled one:
 
 * **Onset.** Given in the conf (``drift_onset``), else estimated as the change point of
-  the current champion's squared forecast errors over the last
+  the current champion's absolute forecast errors over the last
   ``train.adaptation.onset_lookback_hours`` (:func:`estimate_onset`: the split that best
   separates a low-error past from a higher-error present, as in binary segmentation). An
   alert fires hours after the onset and data from before it is of the old regime, so the
@@ -75,9 +75,11 @@ def is_drift_reason(reason: str) -> bool:
 
 
 def estimate_onset(
-    times: pd.DatetimeIndex, squared_errors: np.ndarray, *, min_segment: int = MIN_SEGMENT_HOURS
+    times: pd.DatetimeIndex, errors: np.ndarray, *, min_segment: int = MIN_SEGMENT_HOURS
 ) -> pd.Timestamp | None:
-    """The time the mean squared error steps up (the strongest single change point).
+    """The time the mean absolute error steps up (the strongest single change point).
+
+    Absolute rather than squared errors: one stormy hour should not move the estimate.
 
     For every split with at least ``min_segment`` finite errors on either side, the
     statistic is ``n_before * n_after / n * (mean_after - mean_before)^2`` (binary
@@ -86,7 +88,7 @@ def estimate_onset(
     Returns:
         The first time after the change, or None (too few errors, or no increase).
     """
-    errors = np.asarray(squared_errors, dtype=float)
+    errors = np.asarray(errors, dtype=float)
     ok = np.isfinite(errors)
     values, stamps = errors[ok], pd.DatetimeIndex(times)[ok]
     n = len(values)
@@ -172,7 +174,7 @@ def resolve_regime(
 def _onset_from_champion(
     settings: Settings, observations: pd.DataFrame, spec: FeatureSpec, *, since: pd.Timestamp
 ) -> pd.Timestamp | None:
-    """The change point of the champion's squared errors after ``since`` (None: no champion)."""
+    """The change point of the champion's absolute errors after ``since`` (None: no champion)."""
     import tempfile
     from pathlib import Path
 
@@ -197,5 +199,5 @@ def _onset_from_champion(
     if labels.empty:
         return None
     issue_times = pd.DatetimeIndex(labels.index)
-    errors = (labels.to_numpy() - predict_bundle(bundle, observations, issue_times)) ** 2
+    errors = np.abs(labels.to_numpy() - predict_bundle(bundle, observations, issue_times))
     return estimate_onset(issue_times, errors)

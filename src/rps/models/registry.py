@@ -63,7 +63,6 @@ __all__ = [
     "log_and_register",
     "log_model",
     "promote",
-    "record_version",
     "register_run",
     "resolve_version",
     "rollback",
@@ -308,23 +307,6 @@ def _move_champion(
             )
     log.info("%s@%s: %s -> %s (%s by %s: %s)", name, CHAMPION, prev, version, action, by, reason)
     return event
-
-
-def record_version(
-    settings: Settings, version: str, *, decision: GateDecision, tags: Mapping[str, str]
-) -> bool:
-    """Tag a freshly registered version, alias it ``challenger``, apply the gate.
-
-    Returns:
-        Whether the version became champion.
-    """
-    client = get_client(settings)
-    name = settings.registered_model_name
-    with mlflow_errors(f"tagging model {name} version {version}"):
-        for key, value in {**tags, "role": CHALLENGER}.items():
-            client.set_model_version_tag(name, version, key, str(value))
-        client.set_registered_model_alias(name, CHALLENGER, version)
-    return apply_gate(settings, version, decision)
 
 
 def promote(settings: Settings, ref: str, *, by: str, reason: str) -> dict[str, Any]:

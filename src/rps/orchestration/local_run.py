@@ -149,7 +149,8 @@ def run_dag_locally(
 
     Args:
         settings: the project settings; the tasks run with exactly these.
-        conf: the run's conf (``reason``, ``source``); validated by the first task.
+        conf: the run's conf (``reason``, ``source``, ``promote``, ``adapt``, ``drift_onset``);
+            validated by the first task.
         end: the interval's end (the run's logical date, floored to the hour); default: now.
 
     Returns:

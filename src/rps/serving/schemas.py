@@ -135,14 +135,45 @@ class PredictResponse(_Response):
     predictions: list[Prediction]
 
 
-class HealthResponse(_Response):
-    """Liveness and readiness: 200 with a model loaded, 503 without."""
+class RegistryHealth(_Response):
+    """The last check of the registry's champion alias (registry mode)."""
 
-    status: Literal["ok", "unavailable"]
+    reachable: bool = Field(description="The registry answered the last check.")
+    champion_version: str | None = Field(description="The version the alias points to.")
+    checked_at: datetime
+    detail: str | None = Field(default=None, description="The last check's error, if any.")
+
+
+class HealthResponse(_Response):
+    """Liveness and readiness: 200 with a model loaded, 503 without.
+
+    ``degraded``: a model is served but the registry did not answer the last check.
+    """
+
+    status: Literal["ok", "degraded", "unavailable"]
     model_loaded: bool
     model_name: str | None = None
     model_version: str | None = None
+    model_source: Literal["registry", "model_dir"]
+    registry: RegistryHealth | None = Field(
+        default=None, description="Registry mode only; null before the first check."
+    )
     uptime_seconds: float
+    detail: str | None = None
+
+
+class LiveResponse(_Response):
+    """The process is up and answers HTTP."""
+
+    status: Literal["alive"]
+    uptime_seconds: float
+
+
+class ReadyResponse(_Response):
+    """Whether this replica can predict: 200 with a model loaded, 503 without."""
+
+    status: Literal["ready", "not_ready"]
+    model_version: str | None = None
     detail: str | None = None
 
 

@@ -26,15 +26,10 @@ from rps.serving.accuracy import LiveAccuracy, LoggedPrediction, PredictionLog
 from rps.serving.drift import DriftMonitor
 from rps.serving.launcher import INSTANCE_ENV, STARTED_AT_ENV
 from rps.serving.metrics import PIPELINE_STATUS_FILE, RuntimeCollector, ServingMetrics
-from rps.serving.predictor import (
-    BundleCache,
-    Forecast,
-    ModelManager,
-    ServedModel,
-    SharedModelState,
-    resolve_source,
-)
+from rps.serving.model_store import BundleCache, SharedModelState
+from rps.serving.predictor import Forecast, ModelManager, ServedModel
 from rps.serving.schemas import FeedbackObservation, Observation
+from rps.serving.sources import model_source
 from rps.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -103,11 +98,13 @@ class PredictionService:
         instance = os.environ.get(INSTANCE_ENV)
         self.manager = ModelManager(
             name=settings.registered_model_name,
-            resolver=lambda: resolve_source(settings),
+            source=model_source(settings),
             cache=BundleCache(serving_dir / "bundles"),
             shared=SharedModelState(serving_dir / "model_state.json", instance)
             if instance
             else None,
+            check_seconds=settings.model_check_seconds,
+            backoff_max_seconds=settings.model_check_backoff_max_s,
         )
         self.started_at = float(os.environ.get(STARTED_AT_ENV) or time.time())
         self.metrics = ServingMetrics(
@@ -124,6 +121,7 @@ class PredictionService:
         self._observations: StoredWindow | None = None
         self._joined_stamp: tuple[Path, int, int] | None = None
         self.manager.on_swap.append(self._on_swap)
+        self.manager.on_refused.append(self._on_refused)
 
     @classmethod
     def from_settings(cls, settings: Settings, params: Params | None = None) -> PredictionService:
@@ -165,6 +163,9 @@ class PredictionService:
         if self.drift is not None:
             monitor.seed_from(self.drift)
         self.drift = monitor
+
+    def _on_refused(self, reason: str, _detail: str) -> None:
+        self.metrics.model_reload_failures.labels(reason=reason).inc()
 
     def current_model(self) -> ServedModel:
         """The model to use for this request.

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     model_dir: Path | None = None  # a local bundle baked into the image
     max_batch_rows: int = 1000
     max_body_bytes: int = 1_000_000
+    # registry mode (no model_dir): seconds between champion version checks (0: only
+    # POST /model/reload), and the longest backoff while the registry does not answer
+    model_check_seconds: float = 30.0
+    model_check_backoff_max_s: float = 300.0
 
     # orchestration and alerting
     # API base URLs whose POST /model/reload the promote step calls after a new champion

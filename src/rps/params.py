@@ -121,11 +121,13 @@ class DriftScenario(_Strict):
             raise ValueError(f"drift scenario {self.kind!r} needs a magnitude")
         if self.kind == "variance" and self.magnitude is not None and self.magnitude < 0:
             raise ValueError("drift scenario 'variance' needs a magnitude >= 0 (a scale factor)")
-        if self.kind == "daily_cycle" and self.magnitude is not None:
-            if self.magnitude != int(self.magnitude) or not 1 <= self.magnitude <= 23:
-                raise ValueError(
-                    "drift scenario 'daily_cycle' needs a magnitude of 1..23 whole hours"
-                )
+        hours = self.magnitude
+        if (
+            self.kind == "daily_cycle"
+            and hours is not None
+            and not (hours == int(hours) and 1 <= hours <= 23)
+        ):
+            raise ValueError("drift scenario 'daily_cycle' needs a magnitude of 1..23 whole hours")
         if self.kind == "missing" and self.burst_hours > self.every_hours:
             raise ValueError("drift scenario 'missing': burst_hours exceeds every_hours")
         if self.end is not None and self.end <= self.start:

@@ -230,8 +230,8 @@ def synthetic_drifted_rows(names: list[str], n: int, magnitude: float = DRIFT_MA
     the training data, so every temperature feature carries the shift.
     """
     from rps.data.sources.synthetic import SyntheticSource
-    from rps.params import DriftScenario
     from rps.features.build import build_features
+    from rps.params import DriftScenario
 
     params = serving_params()
     drift_start = TRAIN_START + pd.Timedelta(days=40)

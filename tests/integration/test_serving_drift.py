@@ -53,8 +53,8 @@ def _drift_metrics(server: ServerHandle) -> dict[str, dict[str, float]]:
 def _synthetic_drifted_rows(names: list[str], n: int) -> np.ndarray:
     """Feature rows of the synthetic source with +10 degC injected into the temperature."""
     from rps.data.sources.synthetic import SyntheticSource
-    from rps.params import DriftScenario
     from rps.features.build import build_features
+    from rps.params import DriftScenario
 
     params = serving_params()
     drift_start = TRAIN_START + pd.Timedelta(days=60)

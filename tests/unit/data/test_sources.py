@@ -134,9 +134,7 @@ def test_daily_cycle_delays_the_series_by_whole_hours():
     frame = _hourly()
     _, drifted = _split(frame, _scenario("daily_cycle", magnitude=6))
     expected = frame.set_index("time")["temperature_2m"].shift(6)
-    assert np.allclose(
-        drifted["temperature_2m"], expected.loc[drifted["time"]].to_numpy()
-    )
+    assert np.allclose(drifted["temperature_2m"], expected.loc[drifted["time"]].to_numpy())
 
 
 def test_stuck_sensor_repeats_its_value_at_the_onset():
@@ -148,7 +146,7 @@ def test_stuck_sensor_repeats_its_value_at_the_onset():
 
 def test_missing_blanks_bursts_and_an_end_closes_the_scenario():
     end = ONSET + pd.Timedelta(days=2)
-    clean, drifted = _split(_hourly(), _scenario("missing", burst_hours=4, every_hours=12, end=end))
+    _, drifted = _split(_hourly(), _scenario("missing", burst_hours=4, every_hours=12, end=end))
     blank = drifted["temperature_2m"].isna().to_numpy()
     inside = (drifted["time"] < end).to_numpy()
     assert blank[inside].mean() == pytest.approx(4 / 12)

@@ -101,9 +101,7 @@ def _drift_column(
         ramp = np.clip((hours_in + 1.0) / scenario.ramp_hours, 0.0, 1.0)
         drifted[active] += magnitude * ramp[active]
     elif scenario.kind == "variance":
-        level = (
-            pd.Series(values, index=times).rolling("24h", min_periods=1).mean().to_numpy()
-        )
+        level = pd.Series(values, index=times).rolling("24h", min_periods=1).mean().to_numpy()
         drifted[active] = level[active] + magnitude * (values[active] - level[active])
     elif scenario.kind == "daily_cycle":
         delayed = pd.Series(values, index=times).shift(freq=pd.Timedelta(hours=magnitude))

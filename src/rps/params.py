@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from rps.serving.accuracy import ErrorTest
 
 
 class _Strict(BaseModel):
@@ -139,11 +142,18 @@ class DriftParams(_Strict):
     scenario: DriftScenario | None = None  # injected into the replay/synthetic sources
     demo_scenario: DriftScenario | None = None  # what demos and bench_drift inject by default
     window_size: int = Field(default=500, ge=10)
-    ood_ratio_threshold: float = Field(default=0.15, gt=0, le=1)
-    mean_shift_threshold: float = Field(default=1.0, gt=0)
-    ks_threshold: float = Field(default=0.2, gt=0, le=1)
-    psi_threshold: float = Field(default=0.25, gt=0)
     live_accuracy_window: int = Field(default=168, ge=1)
+    error_allowance: float = Field(default=1.0, ge=0)
+    error_cap: float = Field(default=16.0, gt=1)
+    error_threshold: float = Field(default=30.0, gt=0)
+
+    def error_test(self) -> ErrorTest:
+        """The forecast-error CUSUM's parameters."""
+        from rps.serving.accuracy import ErrorTest
+
+        return ErrorTest(
+            allowance=self.error_allowance, cap=self.error_cap, threshold=self.error_threshold
+        )
 
 
 class Params(_Strict):

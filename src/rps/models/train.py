@@ -48,6 +48,7 @@ from rps.features.build import (
 from rps.models import evaluation as ev
 from rps.models.bundle import ModelBundle, Predictor
 from rps.params import Params, TrainParams, load_params
+from rps.serving.seasonal import SEASONAL_KEY, build_reference
 from rps.settings import Settings
 
 if TYPE_CHECKING:
@@ -924,13 +925,17 @@ def _build_bundle(
     rng = np.random.default_rng(seed)
     size = min(REFERENCE_SAMPLE_ROWS, len(train_x))
     take = np.sort(rng.choice(len(train_x), size=size, replace=False))
+    train_frame = pd.DataFrame(train_x, columns=data.spec.feature_names)
     return ModelBundle(
         predictor=chosen.predictor,
         feature_spec=data.spec,
         interval=chosen.interval,
         metrics=metrics,
         lineage=lineage,
-        reference_stats=ev.reference_stats(pd.DataFrame(train_x, columns=data.spec.feature_names)),
+        reference_stats={
+            **ev.reference_stats(train_frame),
+            SEASONAL_KEY: build_reference(train_frame),  # drift checks (rps.serving.seasonal)
+        },
         reference_sample=train_x[take],
     )
 

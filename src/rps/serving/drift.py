@@ -11,7 +11,7 @@ recomputes, every ``recompute_every`` rows or ``recompute_seconds`` (never per r
   bundle's seasonal reference, :mod:`rps.serving.seasonal`), two checks, each as a ratio to
   its limit (above 1: drift): ``seasonal_anomaly`` (the largest per-feature ``|mean anomaly|``
   against the feature's calendar-conditioned climatology) and ``humidity_consistency``
-  (implied minus measured dew point).
+  (the window median of implied minus measured dew point).
 
 A bundle without a seasonal reference (trained before it existed) gets the range check and
 the ratios over the ring only. The forecast-error check runs on the shared prediction log
@@ -159,7 +159,7 @@ def input_checks(
     anomaly = np.abs(reference.anomalies(rows).mean(axis=0)) / reference.anomaly_limit
     checks = {"seasonal_anomaly": float(anomaly.max()) if anomaly.size else 0.0}
     if reference.humidity.size:
-        gap = float(np.abs(reference.humidity_residual(rows).mean()))
+        gap = float(np.abs(np.median(reference.humidity_residual(rows))))
         checks["humidity_consistency"] = gap / reference.humidity_limit
     features = {n: float(v) for n, v in zip(reference.names, anomaly, strict=True)}
     return checks, features

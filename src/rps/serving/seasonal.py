@@ -9,18 +9,19 @@ always differs from a whole training year. The reference therefore describes eac
   interaction, 13 terms) and of the typical absolute deviation (5 terms), so
   ``z = (x - level(t)) / scale(t)`` is an anomaly in local standard deviations;
 * **humidity consistency**: the dew point implied by temperature and relative humidity
-  (Magnus formula) minus the measured dew point, at the row's hour and its 3 lagged hours.
-  Weather moves the three sensors together; a biased, stuck or shifted sensor breaks it.
+  (Magnus formula) minus the measured dew point, at each row's hour; the check is the median
+  over the window (one storm hour cannot move it). Weather moves the three sensors together;
+  a biased, stuck or delayed sensor breaks it.
 
 (A flatline check, "a value equal to its last hours", was left out: the replayed recording
 is gap-filled with constant runs of up to 16 h in every variable, so it would fire on clean
 data or never.)
 
 Each check's limit is calibrated on the training rows (in time order) as a margin (1.5 for
-the anomalies, 1.25 for the humidity gap) times the largest value the check reached over any
-window of ``window`` rows, so the training period itself never crosses it. The builder is a pure function of the training feature
-frame; the result is a JSON-ready dict stored in the bundle's ``reference_stats`` under
-:data:`SEASONAL_KEY`. Serving needs numpy only.
+the anomalies, 1.4 for the humidity gap) times the largest value the check reached over any
+window of ``window`` rows, so the training period itself never crosses it. The builder is a
+pure function of the training feature frame; the result is a JSON-ready dict stored in the
+bundle's ``reference_stats`` under :data:`SEASONAL_KEY`. Serving needs numpy only.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ SEASONAL_KEY = "_seasonal"
 """The key of the seasonal reference inside a bundle's ``reference_stats``."""
 CALENDAR_COLUMNS = ("target_doy_sin", "target_doy_cos", "target_hour_sin", "target_hour_cos")
 HUMIDITY = ("temperature_2m", "dew_point_2m", "relative_humidity_2m")
-LAG_SUFFIXES = ("", "_lag1", "_lag2", "_lag3")
 _SQRT_HALF_PI = math.sqrt(math.pi / 2)  # mean |N(0, s)| = s * sqrt(2 / pi)
 
 
@@ -95,6 +95,14 @@ def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:
     return result
 
 
+def trailing_median(values: np.ndarray, window: int) -> np.ndarray:
+    """``(n,)`` median over the last ``window`` values (fewer at the start)."""
+    padded = np.concatenate([np.full(window - 1, np.nan), values])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, window)
+    result: np.ndarray = np.nanmedian(windows, axis=1)
+    return result
+
+
 @dataclass(frozen=True)
 class SeasonalReference:
     """The seasonal reference, prepared for serving (see the module docstring).
@@ -107,9 +115,9 @@ class SeasonalReference:
         scale: ``(5, d)`` deviation coefficients.
         scale_floor: ``(d,)`` smallest scale used.
         anomaly_limit: ``(d,)`` limit of ``|window mean z|`` per feature.
-        humidity: ``(4, 3)`` indices of temperature, dew point, humidity at lags 0..3, or
-            an empty array when the features lack them.
-        humidity_limit: Limit of ``|window mean residual|`` (degC).
+        humidity: Indices of temperature, dew point and humidity, or an empty array when the
+            features lack them.
+        humidity_limit: Limit of ``|window median residual|`` (degC).
         window: Rows per window.
     """
 
@@ -144,9 +152,7 @@ class SeasonalReference:
             level = np.asarray(data["level"], dtype=float).reshape(13, d)
             scale = np.asarray(data["scale"], dtype=float).reshape(5, d)
             humidity = np.asarray(
-                [[index[f"{v}{s}"] for v in HUMIDITY] for s in LAG_SUFFIXES]
-                if data["humidity_limit"] is not None
-                else np.empty((0, 3)),
+                [index[v] for v in HUMIDITY] if data["humidity_limit"] is not None else [],
                 dtype=int,
             )
             return cls(
@@ -175,11 +181,11 @@ class SeasonalReference:
         return result
 
     def humidity_residual(self, rows: np.ndarray) -> np.ndarray:
-        """``(n,)`` mean of implied minus measured dew point over the row's 4 hours (degC)."""
+        """``(n,)`` implied minus measured dew point of each row's hour (degC)."""
         if not self.humidity.size:
             return np.zeros(len(rows))
-        t, td, rh = (rows[:, self.humidity[:, k]] for k in range(3))
-        result: np.ndarray = (implied_dew_point(t, rh) - td).mean(axis=1)
+        t, td, rh = (rows[:, k] for k in self.humidity)
+        result: np.ndarray = implied_dew_point(t, rh) - td
         return result
 
 
@@ -188,7 +194,7 @@ def build_reference(
     *,
     window: int = 6,
     margin: float = 1.5,
-    humidity_margin: float = 1.25,
+    humidity_margin: float = 1.4,
     exclude_prefixes: Sequence[str] = ("target_",),
 ) -> dict[str, Any]:
     """The seasonal reference of training feature rows (see the module docstring).
@@ -236,12 +242,11 @@ def build_reference(
     anomaly_limit = margin * np.abs(trailing_mean(z, window)).max(axis=0)
 
     humidity_limit: float | None = None
-    names = [f"{v}{s}" for s in LAG_SUFFIXES for v in HUMIDITY]
-    if all(n in index for n in names):
-        cols = np.asarray([[index[f"{v}{s}"] for v in HUMIDITY] for s in LAG_SUFFIXES])
-        t, td, rh = (values[:, cols[:, k]] for k in range(3))
-        gap = (implied_dew_point(t, rh) - td).mean(axis=1)
-        humidity_limit = max(1.0, humidity_margin * float(np.abs(trailing_mean(gap, window)).max()))
+    if all(n in index for n in HUMIDITY):
+        t, td, rh = (values[:, index[n]] for n in HUMIDITY)
+        gap = implied_dew_point(t, rh) - td
+        worst = float(np.abs(trailing_median(gap, window)).max())
+        humidity_limit = max(1.0, humidity_margin * worst)
 
     return {
         "version": 1,

@@ -29,21 +29,23 @@ test-fast: install ## The suite without the slow tests
 	$(RUN) pytest -m "not slow and not system"
 
 .PHONY: lint
-lint: install ## ruff lint + format check, mypy
-	$(RUN) ruff check src tests airflow bench
-	$(RUN) ruff format --check src tests airflow bench
+lint: install ## ruff lint + format check, mypy (src/rps, monitoring/, notebooks/)
+	$(RUN) ruff check src tests airflow bench monitoring notebooks
+	$(RUN) ruff format --check src tests airflow bench monitoring notebooks
 	$(RUN) mypy
+	$(RUN) mypy monitoring notebooks
 
 .PHONY: format
 format: install ## Apply ruff fixes and formatting
-	$(RUN) ruff check --fix src tests airflow bench
-	$(RUN) ruff format src tests airflow bench
+	$(RUN) ruff check --fix src tests airflow bench monitoring notebooks
+	$(RUN) ruff format src tests airflow bench monitoring notebooks
 
 .PHONY: bench
 bench: install ## Run the benchmarks and rewrite docs/BENCHMARKS.md sections
 	$(RUN) python bench/bench_train.py
 	$(RUN) python bench/bench_dag.py
 	$(RUN) python bench/bench_serving.py
+	$(RUN) python bench/bench_drift.py
 
 .PHONY: clean-state
 clean-state: ## Delete the embedded default's local state (.rps/)

@@ -548,42 +548,44 @@ def model_performance() -> dict[str, Any]:
             "Drift",
             [
                 Panel(
+                    "Drift checks (DataDriftDetected)",
+                    "timeseries",
+                    [
+                        Query(f"max by (check) (drift_check_ratio{{{JOB}}})", "{{check}}"),
+                        Query(f"max(forecast_error_drift_ratio{{{JOB}}})", "forecast_error"),
+                    ],
+                    "Each drift check's value over its limit, worst worker: the seasonal "
+                    "input checks and the forecast-error CUSUM. DataDriftDetected (and "
+                    "retraining) when one stays above 1 for 5 minutes.",
+                    threshold=1.0,
+                    minimum=0,
+                ),
+                Panel(
+                    "Feature anomaly (seasonal)",
+                    "timeseries",
+                    [
+                        Query(
+                            f"topk(5, max by (feature_name) (feature_anomaly_ratio{{{JOB}}}))",
+                            "{{feature_name}}",
+                        )
+                    ],
+                    "The 5 features whose mean anomaly against their hour-of-day and "
+                    "time-of-year climatology is largest, over their limit (the "
+                    "seasonal_anomaly check is the largest).",
+                    threshold=1.0,
+                    minimum=0,
+                ),
+                Panel(
                     "Out-of-distribution ratio",
                     "timeseries",
                     [Query(f"out_of_distribution_ratio{{{JOB}}}", "OOD ratio")],
-                    "Share of predictions in the sliding window with at least one feature "
-                    "outside its training range; DataDriftDetected (and retraining) above 15%.",
+                    "Share of the served rows (newest 500) with at least one feature outside "
+                    "its training range (informational: a season the training year did not "
+                    "cover also leaves the range).",
                     unit="percentunit",
-                    threshold=0.15,
                     minimum=0,
                     maximum=1,
-                ),
-                Panel(
-                    "Feature mean shift",
-                    "timeseries",
-                    [Query(f"feature_mean_shift{{{JOB}}}", "{{feature_name}}")],
-                    "Shift of each feature's live mean from its training mean, in training "
-                    "standard deviations (params.yaml drift.mean_shift_threshold: 1.0).",
-                    threshold=1.0,
-                ),
-                Panel(
-                    "Feature KS statistic",
-                    "timeseries",
-                    [Query(f"feature_ks_statistic{{{JOB}}}", "{{feature_name}}")],
-                    "Two-sample Kolmogorov-Smirnov statistic per feature, training vs live "
-                    "window; FeatureDriftDetected above 0.2.",
-                    threshold=0.2,
-                    minimum=0,
-                    maximum=1,
-                ),
-                Panel(
-                    "Feature PSI",
-                    "timeseries",
-                    [Query(f"feature_psi{{{JOB}}}", "{{feature_name}}")],
-                    "Population stability index per feature, training vs live window; "
-                    "FeatureDriftDetected above 0.25.",
-                    threshold=0.25,
-                    minimum=0,
+                    width=24,
                 ),
             ],
         ),

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:
+    from rps.serving.accuracy import ErrorTest
 
 
 class _Strict(BaseModel):
@@ -94,13 +99,73 @@ class TrainParams(_Strict):
     search_space: dict[str, dict[str, tuple[float, float]]] = {}
 
 
+DriftKind = Literal["bias", "mean_shift", "variance", "daily_cycle", "stuck", "missing"]
+_NEEDS_MAGNITUDE: frozenset[str] = frozenset({"bias", "mean_shift", "variance", "daily_cycle"})
+
+
+class DriftScenario(_Strict):
+    """A change injected into source data from ``start`` (to ``end``) on ``variables``.
+
+    Kinds (applied by :func:`rps.data.sources.scenarios.apply_drift`):
+    ``bias`` adds ``magnitude``; ``mean_shift`` adds ``magnitude`` reached linearly over
+    ``ramp_hours``; ``variance`` scales deviations from the trailing 24 h mean by ``magnitude``;
+    ``daily_cycle`` delays the series by ``magnitude`` hours (the daily cycle peaks later);
+    ``stuck`` repeats the value at ``start``; ``missing`` blanks ``burst_hours`` of every
+    ``every_hours``.
+    """
+
+    kind: DriftKind
+    start: datetime
+    variables: tuple[str, ...] = Field(min_length=1)
+    magnitude: float | None = None
+    end: datetime | None = None
+    ramp_hours: int = Field(default=24, ge=1)
+    burst_hours: int = Field(default=6, ge=1)
+    every_hours: int = Field(default=24, ge=1)
+
+    @field_validator("start", "end")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DriftScenario:
+        if self.kind in _NEEDS_MAGNITUDE and self.magnitude is None:
+            raise ValueError(f"drift scenario {self.kind!r} needs a magnitude")
+        if self.kind == "variance" and self.magnitude is not None and self.magnitude < 0:
+            raise ValueError("drift scenario 'variance' needs a magnitude >= 0 (a scale factor)")
+        hours = self.magnitude
+        if (
+            self.kind == "daily_cycle"
+            and hours is not None
+            and not (hours == int(hours) and 1 <= hours <= 23)
+        ):
+            raise ValueError("drift scenario 'daily_cycle' needs a magnitude of 1..23 whole hours")
+        if self.kind == "missing" and self.burst_hours > self.every_hours:
+            raise ValueError("drift scenario 'missing': burst_hours exceeds every_hours")
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("drift scenario: end must be after start")
+        return self
+
+
 class DriftParams(_Strict):
+    scenario: DriftScenario | None = None  # injected into the replay/synthetic sources
+    demo_scenario: DriftScenario | None = None  # what demos and bench_drift inject by default
     window_size: int = Field(default=500, ge=10)
-    ood_ratio_threshold: float = Field(default=0.15, gt=0, le=1)
-    mean_shift_threshold: float = Field(default=1.0, gt=0)
-    ks_threshold: float = Field(default=0.2, gt=0, le=1)
-    psi_threshold: float = Field(default=0.25, gt=0)
     live_accuracy_window: int = Field(default=168, ge=1)
+    error_allowance: float = Field(default=1.0, ge=0)
+    error_cap: float = Field(default=16.0, gt=1)
+    error_threshold: float = Field(default=30.0, gt=0)
+
+    def error_test(self) -> ErrorTest:
+        """The forecast-error CUSUM's parameters."""
+        from rps.serving.accuracy import ErrorTest
+
+        return ErrorTest(
+            allowance=self.error_allowance, cap=self.error_cap, threshold=self.error_threshold
+        )
 
 
 class Params(_Strict):

@@ -133,6 +133,7 @@ def build_bundle(
 
     from rps.features.build import TARGET
     from rps.models.bundle import ModelBundle, Predictor
+    from rps.serving.seasonal import SEASONAL_KEY, build_reference
 
     spec = feature_spec()
     names = spec.feature_names
@@ -185,7 +186,10 @@ def build_bundle(
             "trained_at": datetime.now(UTC).isoformat(),
             "model_version": version,
         },
-        reference_stats=reference_stats(train_x, names),
+        reference_stats={
+            **reference_stats(train_x, names),
+            SEASONAL_KEY: build_reference(pd.DataFrame(train_x, columns=names)),
+        },
         reference_sample=sample,
     )
     bundle.save(directory)

@@ -229,14 +229,22 @@ def synthetic_drifted_rows(names: list[str], n: int, magnitude: float = DRIFT_MA
     Only rows whose whole history window lies after the drift start are kept, in the season of
     the training data, so every temperature feature carries the shift.
     """
-    from rps.data.sources.synthetic import DriftSpec, SyntheticSource
+    from rps.data.sources.synthetic import SyntheticSource
     from rps.features.build import build_features
+    from rps.params import DriftScenario
 
     params = serving_params()
     drift_start = TRAIN_START + pd.Timedelta(days=40)
     source = SyntheticSource(
         variables=params.data.variables,
-        drifts=[DriftSpec("mean_shift", drift_start, magnitude=magnitude)],
+        drifts=[
+            DriftScenario(
+                kind="bias",
+                start=drift_start,
+                variables=("temperature_2m",),
+                magnitude=magnitude,
+            )
+        ],
     )
     times = pd.date_range(
         drift_start - pd.Timedelta(days=8), drift_start + pd.Timedelta(days=40), freq="h"

@@ -52,14 +52,19 @@ def _drift_metrics(server: ServerHandle) -> dict[str, dict[str, float]]:
 
 def _synthetic_drifted_rows(names: list[str], n: int) -> np.ndarray:
     """Feature rows of the synthetic source with +10 degC injected into the temperature."""
-    from rps.data.sources.synthetic import DriftSpec, SyntheticSource
+    from rps.data.sources.synthetic import SyntheticSource
     from rps.features.build import build_features
+    from rps.params import DriftScenario
 
     params = serving_params()
     drift_start = TRAIN_START + pd.Timedelta(days=60)
     source = SyntheticSource(
         variables=params.data.variables,
-        drifts=[DriftSpec("mean_shift", drift_start, magnitude=10.0)],
+        drifts=[
+            DriftScenario(
+                kind="bias", start=drift_start, variables=("temperature_2m",), magnitude=10.0
+            )
+        ],
     )
     times = pd.date_range(
         drift_start - pd.Timedelta(days=8), drift_start + pd.Timedelta(days=20), freq="h"

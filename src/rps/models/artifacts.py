@@ -19,6 +19,7 @@ from rps.models.selection import CandidateResult
 from rps.models.splits import PreparedData
 from rps.models.tuning import TrialLogger
 from rps.params import Params
+from rps.serving.seasonal import SEASONAL_KEY, build_reference
 
 log = logging.getLogger(__name__)
 
@@ -160,13 +161,17 @@ def build_bundle(
     rng = np.random.default_rng(seed)
     size = min(REFERENCE_SAMPLE_ROWS, len(train_x))
     take = np.sort(rng.choice(len(train_x), size=size, replace=False))
+    train_frame = pd.DataFrame(train_x, columns=data.spec.feature_names)
     return ModelBundle(
         predictor=chosen.predictor,
         feature_spec=data.spec,
         interval=chosen.interval,
         metrics=metrics,
         lineage=lineage,
-        reference_stats=ev.reference_stats(pd.DataFrame(train_x, columns=data.spec.feature_names)),
+        reference_stats={
+            **ev.reference_stats(train_frame),
+            SEASONAL_KEY: build_reference(train_frame),  # drift checks (rps.serving.seasonal)
+        },
         reference_sample=train_x[take],
     )
 

@@ -13,9 +13,9 @@ import httpx
 import numpy as np
 import pandas as pd
 
-from rps.data.sources.synthetic import DriftSpec, SyntheticSource
+from rps.data.sources.synthetic import SyntheticSource
 from rps.features import FeatureSpec, build_features
-from rps.params import Params
+from rps.params import DriftScenario, Params
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +30,9 @@ def drifted_rows(
     source = SyntheticSource(
         variables=params.data.variables,
         drifts=[
-            DriftSpec(
-                "mean_shift",
-                start,
+            DriftScenario(
+                kind="bias",
+                start=start,
                 magnitude=magnitude,
                 variables=("temperature_2m", "dew_point_2m"),
             )

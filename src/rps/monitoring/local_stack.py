@@ -8,6 +8,7 @@ person sees DataDriftDetected fire within a minute instead of ten.
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -39,7 +40,9 @@ def write_rules(
 ) -> list[Path]:
     """Copy the rule files, optionally shortening every ``for`` and group interval.
 
-    Expressions, labels and annotations stay unchanged, so what runs is what production runs.
+    Expressions and labels stay unchanged, so what runs is what production runs; an alert
+    whose ``for`` is shortened gets the new duration in its description (the texts state the
+    rule in force: "for 5 minutes" becomes "for 20s").
 
     Returns:
         The written files (absolute paths), recording rules first.
@@ -53,11 +56,26 @@ def write_rules(
                 group["interval"] = group_interval
             for rule in group["rules"]:
                 if alert_for and "for" in rule:
+                    spoken = _spoken_duration(str(rule["for"]))
                     rule["for"] = alert_for
+                    annotations = rule.get("annotations", {})
+                    for key, text in annotations.items():
+                        annotations[key] = re.sub(
+                            rf"for\s+(?:more\s+than\s+)?{spoken}", f"for {alert_for}", str(text)
+                        )
         path = (target_dir / name).resolve()
         path.write_text(yaml.safe_dump(rules, sort_keys=False), encoding="utf-8")
         written.append(path)
     return written
+
+
+def _spoken_duration(duration: str) -> str:
+    """A regex for how the rule texts say a ``for`` duration: ``5m`` -> ``5\\s+minutes?``."""
+    units = {"s": "seconds?", "m": "minutes?", "h": "hours?"}
+    match = re.fullmatch(r"(\d+)([smh])", duration)
+    if match is None:
+        return re.escape(duration)
+    return rf"{match.group(1)}\s+{units[match.group(2)]}"
 
 
 @dataclass

@@ -3,8 +3,10 @@
 Every prediction with a known target time is appended to ``predictions``; realized values
 posted to ``POST /feedback`` go into ``actuals`` (one value per time, the latest wins). The
 live RMSE and MAE are computed over the newest ``window`` predictions that have a realized
-value, by target time. SQLite in WAL mode lets the worker processes of one server share the
-file; each insert is one short transaction.
+value, by target time. Over the same predictions, in target-time order, a one-sided CUSUM
+(:func:`error_cusum`) of the squared errors in units of the model's holdout RMSE tests
+whether the errors have grown (the ``forecast_error`` drift check). SQLite in WAL mode lets
+the worker processes of one server share the file; each insert is one short transaction.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -54,24 +58,79 @@ class LoggedPrediction:
 
 
 @dataclass(frozen=True)
+class ErrorTest:
+    """The forecast-error CUSUM's parameters (``drift.error_*`` in params.yaml).
+
+    Attributes:
+        allowance: Standardised squared error tolerated above 1 before the sum grows
+            (1.0: a sustained RMSE up to sqrt(2) times the holdout RMSE adds nothing).
+        cap: Each standardised squared error counts at most this much (one storm's miss
+            cannot fire the test alone).
+        threshold: The CUSUM value that means drift (ratio 1).
+    """
+
+    allowance: float = 1.0
+    cap: float = 16.0
+    threshold: float = 30.0
+
+
+def error_cusum(errors: np.ndarray, *, scale: float, allowance: float, cap: float) -> float:
+    """The current value of a one-sided CUSUM on standardised squared errors.
+
+    ``g_t = max(0, g_{t-1} + min((e_t / scale)^2, cap) - 1 - allowance)``, ``g_0 = 0``: it
+    stays near 0 while the errors are as large as at training time and grows by the excess
+    while they are larger.
+
+    Args:
+        errors: Forecast errors in target-time order.
+        scale: The model's holdout RMSE.
+        allowance: Excess tolerated per error.
+        cap: Largest standardised squared error counted.
+
+    Raises:
+        ValueError: ``scale`` is not positive.
+    """
+    if not scale > 0:
+        raise ValueError(f"error_cusum needs a positive scale, got {scale}")
+    steps = np.minimum((np.asarray(errors, dtype=float) / scale) ** 2, cap) - 1.0 - allowance
+    value = 0.0
+    for step in steps.tolist():
+        value = max(0.0, value + step)
+    return value
+
+
+@dataclass(frozen=True)
 class LiveAccuracy:
-    """Errors of the newest joined predictions (None without any)."""
+    """Errors of the newest joined predictions (None without any).
+
+    ``error_drift`` is the forecast-error CUSUM over its threshold (above 1: drift), None
+    without a scale (no holdout RMSE) or without joined predictions.
+    """
 
     rmse: float | None
     mae: float | None
     samples: int
+    error_drift: float | None = None
 
 
 class PredictionLog:
     """The shared SQLite prediction log of one server (all its workers)."""
 
-    def __init__(self, path: Path, *, window: int, max_rows: int = 100_000) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        window: int,
+        max_rows: int = 100_000,
+        error_test: ErrorTest | None = None,
+    ) -> None:
         """Open (and create) the log.
 
         Args:
             path: The SQLite file (its folder is created).
             window: Joined predictions the live metrics cover.
             max_rows: Predictions kept; older ones are pruned.
+            error_test: The forecast-error CUSUM's parameters (default :class:`ErrorTest`).
 
         Raises:
             sqlite3.Error, OSError: the file cannot be created or opened.
@@ -79,6 +138,7 @@ class PredictionLog:
         self.path = path
         self.window = window
         self.max_rows = max_rows
+        self.error_test = error_test or ErrorTest()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
@@ -155,17 +215,31 @@ class PredictionLog:
                 joined += int(count)
         return joined
 
-    def live_accuracy(self) -> LiveAccuracy:
-        """RMSE and MAE over the newest ``window`` joined predictions (by target time)."""
+    def live_accuracy(self, error_scale: float | None = None) -> LiveAccuracy:
+        """RMSE, MAE and the error CUSUM over the newest ``window`` joined predictions.
+
+        Args:
+            error_scale: The served model's holdout RMSE (None: no error CUSUM).
+        """
         with self._lock:
-            row = self._conn.execute(
-                "SELECT AVG(e * e), AVG(ABS(e)), COUNT(*) FROM ("
-                " SELECT p.prediction - a.value AS e FROM predictions p"
-                " JOIN actuals a ON a.time = p.target_time"
-                " ORDER BY p.target_time DESC, p.id DESC LIMIT ?)",
+            rows = self._conn.execute(
+                "SELECT e FROM ("
+                " SELECT p.prediction - a.value AS e, p.target_time AS t, p.id AS i"
+                " FROM predictions p JOIN actuals a ON a.time = p.target_time"
+                " ORDER BY p.target_time DESC, p.id DESC LIMIT ?) ORDER BY t, i",
                 (self.window,),
-            ).fetchone()
-        mse, mae, samples = row
-        if not samples:
+            ).fetchall()
+        if not rows:
             return LiveAccuracy(rmse=None, mae=None, samples=0)
-        return LiveAccuracy(rmse=math.sqrt(float(mse)), mae=float(mae), samples=int(samples))
+        errors = np.asarray([e for (e,) in rows], dtype=float)
+        drift = None
+        if error_scale is not None and math.isfinite(error_scale) and error_scale > 0:
+            test = self.error_test
+            cusum = error_cusum(errors, scale=error_scale, allowance=test.allowance, cap=test.cap)
+            drift = cusum / test.threshold
+        return LiveAccuracy(
+            rmse=math.sqrt(float(np.mean(errors**2))),
+            mae=float(np.mean(np.abs(errors))),
+            samples=len(errors),
+            error_drift=drift,
+        )

@@ -1,27 +1,26 @@
-"""Input drift against the training reference, over a sliding window of served feature rows.
+"""Input drift of served feature rows against the model's seasonal training reference.
 
 Per request, each row is checked against the training range (``min``/``max`` of the bundle's
-``reference_stats``): the out-of-range features are returned to the caller. Over the last
-``window_size`` rows (per worker process) a :class:`DriftMonitor` keeps a ring buffer and
+``reference_stats``): the out-of-range features are returned to the caller. A
+:class:`DriftMonitor` per worker keeps the last ``window_size`` rows in a ring buffer and
 recomputes, every ``recompute_every`` rows or ``recompute_seconds`` (never per request):
 
-* mean shift: ``|mean(window) - mean(train)| / std(train)``, in training standard deviations;
-* the two-sample Kolmogorov-Smirnov statistic against the bundle's ``reference_sample``;
-* the population stability index over the training deciles (expected shares measured on the
-  reference sample, so tied deciles of discrete features do not distort it);
-* the out-of-distribution ratio: the share of rows with at least one out-of-range feature;
-* the variance of the predictions in the window.
+* the out-of-distribution ratio (rows with a feature outside the training range) and the
+  variance of the predictions, over the whole ring (dashboard gauges);
+* over the newest ``window`` rows (one row an hour in production; the window is part of the
+  bundle's seasonal reference, :mod:`rps.serving.seasonal`), two checks, each as a ratio to
+  its limit (above 1: drift): ``seasonal_anomaly`` (the largest per-feature ``|mean anomaly|``
+  against the feature's calendar-conditioned climatology) and ``humidity_consistency``
+  (the window median of implied minus measured dew point).
 
-A recomputation costs a few milliseconds (KS and PSI for ~90 features), so it runs at most once
-per ``min_interval_seconds`` under load, and ``GET /metrics`` refreshes a stale window first.
-
-Calendar features (``target_hour``, ``target_month``, ...) are deterministic functions of the
-clock: a window of a few days always "drifts" from a training year on them, so they are checked
-for range but left out of the distribution statistics.
+A bundle without a seasonal reference (trained before it existed) gets the range check and
+the ratios over the ring only. The forecast-error check runs on the shared prediction log
+(:mod:`rps.serving.accuracy`), not here.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,11 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from rps.params import DriftParams
+from rps.serving.seasonal import SEASONAL_KEY, SeasonalReference, SeasonalReferenceError
 
-CALENDAR_PREFIXES: tuple[str, ...] = ("target_",)
-DECILES: tuple[float, ...] = tuple(round(0.1 * k, 1) for k in range(1, 10))
-_PSI_FLOOR = 1e-4
+logger = logging.getLogger(__name__)
+
+CHECKS: tuple[str, ...] = ("seasonal_anomaly", "humidity_consistency")
+"""The input checks, the ``check`` label of ``drift_check_ratio``."""
 
 
 def training_bounds(
@@ -67,151 +67,52 @@ def _finite(value: object) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
-def _quantile_edges(stats: Mapping[str, Any]) -> list[tuple[float, float]]:
-    """``(level, value)`` of the training deciles (or of all quantiles when deciles lack)."""
-    raw = stats.get("quantiles")
-    if not isinstance(raw, Mapping):
-        return []
-    levels: list[tuple[float, float]] = []
-    for key, value in raw.items():
-        try:
-            level = float(key)
-        except (TypeError, ValueError):
-            continue
-        number = _finite(value)
-        if number is not None and 0.0 < level < 1.0:
-            levels.append((level, number))
-    deciles = [(q, v) for q, v in levels if any(abs(q - d) < 1e-6 for d in DECILES)]
-    chosen = deciles if len(deciles) >= 2 else levels
-    return sorted(chosen)
-
-
 @dataclass(frozen=True)
 class ReferenceProfile:
-    """The training reference of the drift-tracked features, prepared for fast comparison.
+    """The training reference of a served model, prepared for the monitor.
 
     Attributes:
-        names: Tracked feature names (non-calendar features with a mean and a std).
-        columns: Their indices in the model's feature order.
-        mean: Training means.
-        std: Training standard deviations (zero replaced by one, so shifts stay finite).
-        sorted_sample: Per tracked feature, the finite reference-sample values, sorted
-            (empty when the bundle has no reference sample: KS is then not computed).
-        psi_edges: Per tracked feature, the distinct decile values (bin upper edges).
-        psi_expected: Per tracked feature, the reference share of each of the
-            ``len(edges) + 1`` bins (empty when PSI cannot be computed).
+        n_features: Width of the model's rows.
+        seasonal: The seasonal reference, or None when the bundle has none.
     """
 
-    names: list[str]
-    columns: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-    sorted_sample: list[np.ndarray]
-    psi_edges: list[np.ndarray]
-    psi_expected: list[np.ndarray]
+    n_features: int
+    seasonal: SeasonalReference | None
+
+    @property
+    def names(self) -> list[str]:
+        """Tracked feature names (empty without a seasonal reference)."""
+        return self.seasonal.names if self.seasonal is not None else []
 
     @classmethod
     def build(
         cls,
         feature_names: Sequence[str],
-        reference_stats: Mapping[str, Mapping[str, Any]],
-        reference_sample: np.ndarray | None,
-        *,
-        exclude_prefixes: Sequence[str] = CALENDAR_PREFIXES,
+        reference_stats: Mapping[str, Any],
+        reference_sample: np.ndarray | None = None,
     ) -> ReferenceProfile:
-        """Prepare the reference from a bundle's statistics and sample.
+        """Prepare the reference from a bundle's statistics.
 
         Args:
             feature_names: The model's feature order.
-            reference_stats: Per feature ``mean``, ``std``, ``min``, ``max``, ``quantiles``.
-            reference_sample: Training rows (``n x len(feature_names)``) or None.
-            exclude_prefixes: Feature-name prefixes left out of the statistics.
+            reference_stats: The bundle's statistics; the seasonal reference is read from
+                its :data:`~rps.serving.seasonal.SEASONAL_KEY` entry.
+            reference_sample: Unused (kept for the bundle interface).
 
         Returns:
-            The profile (possibly tracking no feature when the statistics are missing).
+            The profile; a missing or malformed seasonal reference is logged and left out.
         """
-        sample = None
-        if reference_sample is not None:
-            sample = np.asarray(reference_sample, dtype=float)
-            if sample.ndim != 2 or sample.shape[1] != len(feature_names):
-                sample = None
-        names: list[str] = []
-        columns: list[int] = []
-        means: list[float] = []
-        stds: list[float] = []
-        sorted_sample: list[np.ndarray] = []
-        edges_list: list[np.ndarray] = []
-        expected_list: list[np.ndarray] = []
-        for index, name in enumerate(feature_names):
-            if any(name.startswith(prefix) for prefix in exclude_prefixes):
-                continue
-            stats = reference_stats.get(name) or {}
-            mean, std = _finite(stats.get("mean")), _finite(stats.get("std"))
-            if mean is None or std is None:
-                continue
-            names.append(name)
-            columns.append(index)
-            means.append(mean)
-            stds.append(std if std > 0 else 1.0)
-            column = np.empty(0)
-            if sample is not None:
-                column = np.sort(sample[:, index][np.isfinite(sample[:, index])])
-            sorted_sample.append(column)
-            edges, expected = _psi_reference(_quantile_edges(stats), column)
-            edges_list.append(edges)
-            expected_list.append(expected)
-        return cls(
-            names=names,
-            columns=np.asarray(columns, dtype=int),
-            mean=np.asarray(means, dtype=float),
-            std=np.asarray(stds, dtype=float),
-            sorted_sample=sorted_sample,
-            psi_edges=edges_list,
-            psi_expected=expected_list,
-        )
-
-
-def _psi_reference(
-    quantiles: list[tuple[float, float]], sorted_column: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    if not quantiles:
-        if sorted_column.size < 10:
-            return np.empty(0), np.empty(0)
-        quantiles = [(q, float(np.quantile(sorted_column, q))) for q in DECILES]
-    # tied deciles (a discrete feature) collapse into one edge with the highest level
-    by_value: dict[float, float] = {}
-    for level, value in quantiles:
-        by_value[value] = max(level, by_value.get(value, 0.0))
-    edges = np.asarray(sorted(by_value), dtype=float)
-    if sorted_column.size:
-        expected = _bin_shares(sorted_column, edges)
-    else:
-        levels = np.asarray([by_value[v] for v in edges], dtype=float)
-        cumulative = np.concatenate(([0.0], levels, [1.0]))
-        expected = np.diff(cumulative)
-    return edges, expected
-
-
-def _bin_shares(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
-    """Shares of ``values`` in the bins ``(-inf, e0], (e0, e1], ..., (e_last, inf)``."""
-    bins = np.searchsorted(edges, values, side="left")
-    counts = np.bincount(bins, minlength=edges.size + 1)
-    return counts / max(values.size, 1)
-
-
-def ks_statistic(sorted_reference: np.ndarray, sorted_window: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic of two sorted samples."""
-    points = np.concatenate((sorted_reference, sorted_window))
-    cdf_reference = np.searchsorted(sorted_reference, points, side="right") / sorted_reference.size
-    cdf_window = np.searchsorted(sorted_window, points, side="right") / sorted_window.size
-    return float(np.max(np.abs(cdf_reference - cdf_window)))
-
-
-def psi(expected: np.ndarray, actual: np.ndarray) -> float:
-    """Population stability index of two share vectors (shares floored at 1e-4)."""
-    e = np.maximum(expected, _PSI_FLOOR)
-    a = np.maximum(actual, _PSI_FLOOR)
-    return float(np.sum((a - e) * np.log(a / e)))
+        del reference_sample
+        seasonal = None
+        raw = reference_stats.get(SEASONAL_KEY)
+        if isinstance(raw, Mapping):
+            try:
+                seasonal = SeasonalReference.from_json(feature_names, raw)
+            except SeasonalReferenceError as exc:
+                logger.warning("drift: %s; only the range check runs", exc)
+        else:
+            logger.warning("drift: the bundle has no seasonal reference; only the range check runs")
+        return cls(n_features=len(feature_names), seasonal=seasonal)
 
 
 @dataclass(frozen=True)
@@ -219,36 +120,53 @@ class DriftSnapshot:
     """Drift statistics of one window.
 
     Attributes:
-        samples: Rows in the window.
-        ood_ratio: Share of rows with at least one feature outside the training range.
-        prediction_variance: Variance of the window's point forecasts.
-        mean_shift: Per feature, the mean shift in training standard deviations.
-        ks: Per feature, the two-sample KS statistic (features with a reference sample).
-        psi: Per feature, the PSI over the training deciles.
+        samples: Rows in the ring.
+        ood_ratio: Share of the ring's rows with a feature outside the training range.
+        prediction_variance: Variance of the ring's point forecasts.
+        window: Rows behind ``checks`` and ``feature_anomaly`` (0: not computed yet).
+        checks: Per check of :data:`CHECKS`, its value over its limit (above 1: drift).
+        feature_anomaly: Per tracked feature, ``|mean anomaly|`` over its limit.
     """
 
     samples: int
     ood_ratio: float
     prediction_variance: float
-    mean_shift: dict[str, float] = field(default_factory=dict)
-    ks: dict[str, float] = field(default_factory=dict)
-    psi: dict[str, float] = field(default_factory=dict)
+    window: int = 0
+    checks: dict[str, float] = field(default_factory=dict)
+    feature_anomaly: dict[str, float] = field(default_factory=dict)
 
-    def breaches(self, thresholds: DriftParams) -> dict[str, list[str]]:
-        """The statistics above their threshold: ``{"ks": [features...], ...}``."""
-        found = {
-            "mean_shift": sorted(
-                n for n, v in self.mean_shift.items() if v > thresholds.mean_shift_threshold
-            ),
-            "ks": sorted(n for n, v in self.ks.items() if v > thresholds.ks_threshold),
-            "psi": sorted(n for n, v in self.psi.items() if v > thresholds.psi_threshold),
-            "ood_ratio": ["*"] if self.ood_ratio > thresholds.ood_ratio_threshold else [],
-        }
-        return {key: names for key, names in found.items() if names}
+    def drifted(self) -> list[str]:
+        """The checks above their limit."""
+        return sorted(name for name, ratio in self.checks.items() if ratio > 1.0)
+
+    def top_features(self, k: int = 3) -> list[tuple[str, float]]:
+        """The ``k`` features with the largest anomaly ratio."""
+        return sorted(self.feature_anomaly.items(), key=lambda kv: -kv[1])[:k]
+
+
+def input_checks(
+    reference: SeasonalReference, rows: np.ndarray
+) -> tuple[dict[str, float], dict[str, float]]:
+    """The check ratios and per-feature anomaly ratios of consecutive rows (a window).
+
+    Args:
+        reference: The seasonal reference.
+        rows: ``(n, n_features)`` rows in arrival order (one an hour in production).
+
+    Returns:
+        ``(checks, feature_anomaly)`` as in :class:`DriftSnapshot`.
+    """
+    anomaly = np.abs(reference.anomalies(rows).mean(axis=0)) / reference.anomaly_limit
+    checks = {"seasonal_anomaly": float(anomaly.max()) if anomaly.size else 0.0}
+    if reference.humidity.size:
+        gap = float(np.abs(np.median(reference.humidity_residual(rows))))
+        checks["humidity_consistency"] = gap / reference.humidity_limit
+    features = {n: float(v) for n, v in zip(reference.names, anomaly, strict=True)}
+    return checks, features
 
 
 class DriftMonitor:
-    """A sliding window of served rows and its periodically recomputed drift statistics.
+    """A ring of served rows and its periodically recomputed drift statistics.
 
     Not thread-safe: one monitor per worker, used from the event loop only.
     """
@@ -265,31 +183,31 @@ class DriftMonitor:
         min_samples: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Create an empty window.
+        """Create an empty ring.
 
         Args:
             profile: The training reference.
             n_features: Width of the rows passed to :meth:`observe` (the model's features).
-            window_size: Rows kept.
+            window_size: Rows kept (the OOD ratio's window; at least the checks' window).
             recompute_every: Recompute after this many new rows; default ``window_size // 10``.
-            min_interval_seconds: ... but not more often than this (a recomputation costs a few
-                milliseconds; under heavy load this bounds its share of the CPU).
+            min_interval_seconds: ... but not more often than this.
             recompute_seconds: Recompute after this long when new rows arrived meanwhile.
-            min_samples: Rows needed before the first computation; default
-                ``min(window_size, 100)`` (KS and PSI are noise on fewer rows).
+            min_samples: Rows needed before the first computation; default the checks'
+                window (or ``min(window_size, 100)`` without a seasonal reference).
             clock: Monotonic seconds (injectable for tests).
         """
+        seasonal_window = profile.seasonal.window if profile.seasonal is not None else 0
         self.profile = profile
         self.n_features = n_features
-        self.window_size = window_size
-        self.recompute_every = recompute_every or max(1, window_size // 10)
+        self.window_size = max(window_size, seasonal_window)
+        self.recompute_every = recompute_every or max(1, self.window_size // 10)
         self.min_interval_seconds = min_interval_seconds
         self.recompute_seconds = recompute_seconds
-        self.min_samples = min_samples or min(window_size, 100)
+        self.min_samples = min_samples or seasonal_window or min(self.window_size, 100)
         self._clock = clock
-        self._rows = np.zeros((window_size, len(profile.names)))
-        self._ood = np.zeros(window_size, dtype=bool)
-        self._predictions = np.zeros(window_size)
+        self._rows = np.zeros((self.window_size, n_features))
+        self._ood = np.zeros(self.window_size, dtype=bool)
+        self._predictions = np.zeros(self.window_size)
         self._next = 0
         self._count = 0
         self._pending = 0
@@ -298,7 +216,7 @@ class DriftMonitor:
 
     @property
     def samples(self) -> int:
-        """Rows currently in the window."""
+        """Rows currently in the ring."""
         return self._count
 
     def observe(
@@ -317,16 +235,15 @@ class DriftMonitor:
         k = rows.shape[0]
         if k == 0:
             return None
-        tracked = rows[:, self.profile.columns]
         if k >= self.window_size:
-            self._rows[:] = tracked[-self.window_size :]
+            self._rows[:] = rows[-self.window_size :]
             self._ood[:] = ood_rows[-self.window_size :]
             self._predictions[:] = predictions[-self.window_size :]
             self._next = 0
             self._count = self.window_size
         else:
             slots = (self._next + np.arange(k)) % self.window_size
-            self._rows[slots] = tracked
+            self._rows[slots] = rows
             self._ood[slots] = ood_rows
             self._predictions[slots] = predictions
             self._next = int((self._next + k) % self.window_size)
@@ -349,42 +266,41 @@ class DriftMonitor:
             return None
         return self.compute()
 
+    def _newest(self, n: int) -> np.ndarray:
+        order = (self._next - n + np.arange(n)) % self.window_size
+        rows: np.ndarray = self._rows[order]
+        return rows
+
     def compute(self) -> DriftSnapshot:
-        """Recompute the statistics of the current window (also when below ``min_samples``)."""
+        """Recompute the statistics of the current ring (also when below ``min_samples``)."""
         self._pending = 0
         self._last_compute = self._clock()
         n = self._count
         if n == 0:
             self.last = DriftSnapshot(samples=0, ood_ratio=0.0, prediction_variance=0.0)
             return self.last
-        window = self._rows[:n]
-        profile = self.profile
-        shift = np.abs(window.mean(axis=0) - profile.mean) / profile.std
-        ordered = np.sort(window, axis=0)
-        ks: dict[str, float] = {}
-        psi_values: dict[str, float] = {}
-        for j, name in enumerate(profile.names):
-            column = ordered[:, j]
-            if profile.sorted_sample[j].size:
-                ks[name] = ks_statistic(profile.sorted_sample[j], column)
-            if profile.psi_expected[j].size:
-                actual = _bin_shares(column, profile.psi_edges[j])
-                psi_values[name] = psi(profile.psi_expected[j], actual)
+        checks: dict[str, float] = {}
+        features: dict[str, float] = {}
+        window = 0
+        seasonal = self.profile.seasonal
+        if seasonal is not None and n >= seasonal.window:
+            window = seasonal.window
+            checks, features = input_checks(seasonal, self._newest(window))
         self.last = DriftSnapshot(
             samples=n,
             ood_ratio=float(self._ood[:n].mean()),
             prediction_variance=float(self._predictions[:n].var()),
-            mean_shift={name: float(v) for name, v in zip(profile.names, shift, strict=True)},
-            ks=ks,
-            psi=psi_values,
+            window=window,
+            checks=checks,
+            feature_anomaly=features,
         )
         return self.last
 
     def seed_from(self, other: DriftMonitor) -> None:
-        """Start from another monitor's window (after a model swap with the same features).
+        """Start from another monitor's ring (after a model swap with the same features).
 
-        Rows are copied when both track the same features in the same order; otherwise the
-        window stays empty.
+        Rows are copied when both monitors take rows of the same width and track the same
+        features; otherwise the ring stays empty.
         """
         if other.profile.names != self.profile.names or other.n_features != self.n_features:
             return

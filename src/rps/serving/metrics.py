@@ -153,6 +153,12 @@ class RuntimeCollector(Collector):
             "Joined predictions behind live_rmse and live_mae.",
             value=float(live.samples),
         )
+        if live.error_drift is not None:
+            yield GaugeMetricFamily(
+                "forecast_error_drift_ratio",
+                "Forecast-error CUSUM over its threshold (above 1: the errors have grown).",
+                value=live.error_drift,
+            )
         if live.rmse is not None and live.mae is not None:
             yield GaugeMetricFamily(
                 "live_rmse",
@@ -235,23 +241,16 @@ class ServingMetrics:
         # created at the first drift computation: an unlabelled gauge would read 0 before it
         self.ood_ratio: Gauge | None = None
         self.prediction_variance: Gauge | None = None
-        self.mean_shift = Gauge(
-            "feature_mean_shift",
-            "Window mean minus training mean, in training standard deviations (absolute).",
-            ["feature_name"],
+        self.drift_check = Gauge(
+            "drift_check_ratio",
+            "Input drift check value over its limit (above 1: drift), by check.",
+            ["check"],
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
-        self.ks = Gauge(
-            "feature_ks_statistic",
-            "Two-sample Kolmogorov-Smirnov statistic of the window vs the training sample.",
-            ["feature_name"],
-            registry=registry,
-            multiprocess_mode="livemostrecent",
-        )
-        self.psi = Gauge(
-            "feature_psi",
-            "Population stability index of the window over the training deciles.",
+        self.feature_anomaly = Gauge(
+            "feature_anomaly_ratio",
+            "|Mean seasonal anomaly| of a feature over the drift window, over its limit.",
             ["feature_name"],
             registry=registry,
             multiprocess_mode="livemostrecent",
@@ -321,12 +320,10 @@ class ServingMetrics:
             )
         self.ood_ratio.set(snapshot.ood_ratio)
         self.prediction_variance.set(snapshot.prediction_variance)
-        for name, value in snapshot.mean_shift.items():
-            self.mean_shift.labels(feature_name=name).set(value)
-        for name, value in snapshot.ks.items():
-            self.ks.labels(feature_name=name).set(value)
-        for name, value in snapshot.psi.items():
-            self.psi.labels(feature_name=name).set(value)
+        for name, value in snapshot.checks.items():
+            self.drift_check.labels(check=name).set(value)
+        for name, value in snapshot.feature_anomaly.items():
+            self.feature_anomaly.labels(feature_name=name).set(value)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -130,6 +130,7 @@ class PredictionService:
             self.prediction_log = PredictionLog(
                 self.settings.state_path / "serving" / "predictions.db",
                 window=self.drift_params.live_accuracy_window,
+                error_test=self.drift_params.error_test(),
             )
         except (OSError, sqlite3.Error) as exc:  # a read-only state folder: serve without it
             logger.error("prediction log unavailable, live accuracy is off: %s", exc)
@@ -144,7 +145,11 @@ class PredictionService:
         self.metrics.worker_exit()
 
     def _live_accuracy(self) -> LiveAccuracy | None:
-        return self.prediction_log.live_accuracy() if self.prediction_log is not None else None
+        if self.prediction_log is None:
+            return None
+        model = self.manager.current
+        scale = model.bundle.metrics.get("holdout_rmse") if model is not None else None
+        return self.prediction_log.live_accuracy(error_scale=scale)
 
     def _on_swap(self, previous: ServedModel | None, current: ServedModel) -> None:
         if previous is not None and self.drift is not None and previous.profile is current.profile:

@@ -8,7 +8,9 @@ import pytest
 
 from rps.data.sources import SourceError, make_source
 from rps.data.sources.replay import ReplayClock, ReplaySource, hour_of_year, read_tmy3
-from rps.data.sources.synthetic import DriftSpec, SyntheticSource
+from rps.data.sources.scenarios import DriftScenarioError, apply_drift
+from rps.data.sources.synthetic import SyntheticSource
+from rps.params import DriftScenario, Params
 from tests.conftest import FIXED_NOW
 
 
@@ -78,28 +80,136 @@ def test_unknown_source_is_named(params, settings):
         make_source(settings, params, "nope")
 
 
-@pytest.mark.parametrize("kind", ["mean_shift", "variance", "stuck", "missing"])
-def test_synthetic_drift_kinds_change_data_after_start_only(kind, params):
-    start = FIXED_NOW - pd.Timedelta(days=10)
-    base = SyntheticSource(variables=params.data.variables, now=lambda: FIXED_NOW)
-    drifted = SyntheticSource(
-        variables=params.data.variables,
-        now=lambda: FIXED_NOW,
-        drifts=[DriftSpec(kind, start, magnitude=3.0)],
+ONSET = pd.Timestamp("2026-03-10 00:00", tz="UTC")
+
+
+def _hourly(days: int = 6) -> pd.DataFrame:
+    """A clean frame: a daily temperature cycle and a slowly rising pressure, from 3 days
+    before :data:`ONSET`."""
+    times = pd.date_range(ONSET - pd.Timedelta(days=3), periods=24 * days, freq="h")
+    hours = np.arange(len(times))
+    return pd.DataFrame(
+        {
+            "time": times,
+            "temperature_2m": 10.0 + 5.0 * np.sin(2 * np.pi * hours / 24),
+            "surface_pressure": 1000.0 + 0.01 * hours,
+        }
     )
-    a = base.fetch(start - pd.Timedelta(days=10), FIXED_NOW).frame.set_index("time")
-    b = drifted.fetch(start - pd.Timedelta(days=10), FIXED_NOW).frame.set_index("time")
-    before, after = a.index < start, a.index >= start
-    pd.testing.assert_frame_equal(a[before], b[before])
-    t_a, t_b = a.loc[after, "temperature_2m"], b.loc[after, "temperature_2m"]
-    if kind == "mean_shift":
-        assert np.allclose(t_b - t_a, 3.0)
-    elif kind == "variance":
-        assert t_b.std() == pytest.approx(3.0 * t_a.std(), rel=1e-6)
-    elif kind == "stuck":
-        assert t_b.nunique() == 1
-    else:
-        assert t_b.isna().mean() == pytest.approx(3 / 24, abs=0.02)
+
+
+def _scenario(kind: str, **extra: object) -> DriftScenario:
+    return DriftScenario.model_validate(
+        {"kind": kind, "start": ONSET.isoformat(), "variables": ["temperature_2m"], **extra}
+    )
+
+
+def _split(frame: pd.DataFrame, scenario: DriftScenario) -> tuple[pd.DataFrame, pd.DataFrame]:
+    drifted = apply_drift(frame, scenario)
+    after = frame["time"] >= ONSET
+    # nothing before the onset and no untouched variable changes
+    pd.testing.assert_frame_equal(drifted[~after], frame[~after])
+    pd.testing.assert_series_equal(drifted["surface_pressure"], frame["surface_pressure"])
+    return frame[after], drifted[after]
+
+
+def test_bias_adds_the_magnitude_from_the_onset():
+    clean, drifted = _split(_hourly(), _scenario("bias", magnitude=3.0))
+    assert np.allclose(drifted["temperature_2m"] - clean["temperature_2m"], 3.0)
+
+
+def test_mean_shift_ramps_to_the_magnitude():
+    clean, drifted = _split(_hourly(), _scenario("mean_shift", magnitude=4.0, ramp_hours=8))
+    added = (drifted["temperature_2m"] - clean["temperature_2m"]).to_numpy()
+    assert added[0] == pytest.approx(0.5) and added[3] == pytest.approx(2.0)
+    assert np.allclose(added[7:], 4.0)
+
+
+def test_variance_scales_deviations_from_the_trailing_daily_mean():
+    clean, drifted = _split(_hourly(), _scenario("variance", magnitude=2.0))
+    # a full sine period averages to 10: deviations from it double
+    assert np.allclose(drifted["temperature_2m"] - 10.0, 2.0 * (clean["temperature_2m"] - 10.0))
+
+
+def test_daily_cycle_delays_the_series_by_whole_hours():
+    frame = _hourly()
+    _, drifted = _split(frame, _scenario("daily_cycle", magnitude=6))
+    expected = frame.set_index("time")["temperature_2m"].shift(6)
+    assert np.allclose(drifted["temperature_2m"], expected.loc[drifted["time"]].to_numpy())
+
+
+def test_stuck_sensor_repeats_its_value_at_the_onset():
+    frame = _hourly()
+    at_onset = frame.loc[frame["time"] == ONSET, "temperature_2m"].item()
+    _, drifted = _split(frame, _scenario("stuck"))
+    assert (drifted["temperature_2m"] == at_onset).all()
+
+
+def test_missing_blanks_bursts_and_an_end_closes_the_scenario():
+    end = ONSET + pd.Timedelta(days=2)
+    _, drifted = _split(_hourly(), _scenario("missing", burst_hours=4, every_hours=12, end=end))
+    blank = drifted["temperature_2m"].isna().to_numpy()
+    inside = (drifted["time"] < end).to_numpy()
+    assert blank[inside].mean() == pytest.approx(4 / 12)
+    assert not blank[~inside].any()
+    assert blank[:4].all() and not blank[4:12].any()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"kind": "bias"}, "needs a magnitude"),
+        ({"kind": "tilt", "magnitude": 1.0}, "kind"),
+        ({"kind": "variance", "magnitude": -1.0}, "magnitude >= 0"),
+        ({"kind": "daily_cycle", "magnitude": 2.5}, "1..23 whole hours"),
+        ({"kind": "missing", "burst_hours": 30}, "burst_hours exceeds"),
+        ({"kind": "bias", "magnitude": 1.0, "variables": []}, "variables"),
+        ({"kind": "bias", "magnitude": 1.0, "end": "2026-03-01T00:00Z"}, "end must be after"),
+    ],
+)
+def test_a_bad_scenario_is_refused_with_the_problem_named(config, message):
+    with pytest.raises(ValueError, match=message):
+        DriftScenario.model_validate(
+            {"start": ONSET.isoformat(), "variables": ["temperature_2m"], **config}
+        )
+
+
+def test_a_scenario_on_an_unknown_variable_is_refused(params, settings):
+    scenario = _scenario("bias", magnitude=1.0).model_copy(update={"variables": ("snow",)})
+    with pytest.raises(DriftScenarioError, match="unknown variable"):
+        apply_drift(_hourly(), scenario)
+    bad = Params.model_validate(
+        {**params.model_dump(), "drift": {"scenario": scenario.model_dump()}}
+    )
+    for name in ("replay", "synthetic"):
+        with pytest.raises(SourceError, match="snow"):
+            make_source(settings, bad, name)
+
+
+@pytest.mark.parametrize("name", ["replay", "synthetic"])
+def test_sources_drift_by_configuration_whatever_the_range_asked(name, params, settings):
+    """The configured scenario changes the fetched rows from its start; a fetch that begins
+    after the onset returns the same drifted values as one that spans it."""
+    start = FIXED_NOW - pd.Timedelta(days=2)
+    scenario = DriftScenario(kind="stuck", start=start.to_pydatetime(), variables=("cloud_cover",))
+    drifted_params = params.model_copy(
+        update={"drift": params.drift.model_copy(update={"scenario": scenario})}
+    )
+    clean = make_source(settings, params, name)
+    drifted = make_source(settings, drifted_params, name)
+    for source in (clean, drifted):  # the replay clock: frozen at FIXED_NOW
+        if isinstance(source, ReplaySource):
+            source.clock = ReplayClock(wall_now=lambda: FIXED_NOW, anchor=FIXED_NOW)
+        else:
+            source._now = lambda: FIXED_NOW  # type: ignore[attr-defined]
+    span = (start - pd.Timedelta(days=1), FIXED_NOW)
+    a = clean.fetch(*span).frame.set_index("time")
+    b = drifted.fetch(*span).frame.set_index("time")
+    after = b.index >= start
+    pd.testing.assert_frame_equal(a[~after], b[~after])
+    assert b.loc[after, "cloud_cover"].nunique() == 1
+    assert a.loc[after, "cloud_cover"].nunique() > 1
+    later = drifted.fetch(FIXED_NOW - pd.Timedelta(hours=5), FIXED_NOW).frame.set_index("time")
+    pd.testing.assert_frame_equal(later, b.loc[later.index])
 
 
 def test_synthetic_is_deterministic(params):

@@ -162,9 +162,8 @@ def test_alert_thresholds_drawn_on_panels_match_the_rules() -> None:
         return float(steps[-1]["value"])
 
     assert red_step("Latency: average and p95") == 0.5
-    assert red_step("Out-of-distribution ratio") == 0.15
-    assert red_step("Feature KS statistic") == 0.2
-    assert red_step("Feature PSI") == 0.25
+    assert red_step("Drift checks (DataDriftDetected)") == 1.0
+    assert red_step("Feature anomaly (seasonal)") == 1.0
     assert red_step("Error rate %") == 5
 
 

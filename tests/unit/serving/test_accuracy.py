@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from rps.serving.accuracy import LoggedPrediction, PredictionLog
+from rps.serving.accuracy import ErrorTest, LoggedPrediction, PredictionLog, error_cusum
 
 HOUR = 3600
 
@@ -71,3 +72,36 @@ def test_the_log_is_bounded(tmp_path: Path) -> None:
     (count,) = log._conn.execute("SELECT COUNT(*) FROM predictions").fetchone()
     assert count < 1200  # pruned
     assert count <= 100 + 1000  # at most max_rows plus one pruning interval
+
+
+def test_error_cusum_stays_at_zero_at_training_accuracy_and_grows_with_larger_errors() -> None:
+    """Errors the size of the holdout RMSE add nothing; twice as large add 4 - 1 - 1 = 2 each;
+    a single huge miss counts at most ``cap``; a recovery drains the sum."""
+    rng = np.random.default_rng(1)
+    at_training = rng.choice([-1.0, 1.0], 500) * 1.3  # |e| = scale exactly
+    assert error_cusum(at_training, scale=1.3, allowance=1.0, cap=16.0) == 0.0
+    doubled = np.full(10, 2.6)
+    assert error_cusum(doubled, scale=1.3, allowance=1.0, cap=16.0) == pytest.approx(20.0)
+    storm = np.array([100.0])
+    assert error_cusum(storm, scale=1.0, allowance=1.0, cap=16.0) == pytest.approx(14.0)
+    recovered = np.concatenate([doubled, np.zeros(25)])
+    assert error_cusum(recovered, scale=1.3, allowance=1.0, cap=16.0) == 0.0
+    with pytest.raises(ValueError, match="positive scale"):
+        error_cusum(doubled, scale=0.0, allowance=1.0, cap=16.0)
+
+
+def test_live_accuracy_reports_the_error_drift_ratio_in_target_time_order(tmp_path: Path) -> None:
+    """With the model's holdout RMSE as scale, the CUSUM runs over the joined errors oldest
+    first: errors that grew at the end give a ratio above 1; the same errors early do not."""
+    test = ErrorTest(allowance=1.0, cap=16.0, threshold=10.0)
+    log = PredictionLog(tmp_path / "p.db", window=50, error_test=test)
+    errors = [1.0] * 20 + [3.0] * 5  # the last 5 errors are 3x the scale: 5 * (9 - 2) = 35
+    log.log([_prediction(k, 10.0 + e) for k, e in enumerate(errors)])
+    log.record_actuals([((k + 6) * HOUR, 10.0) for k in range(len(errors))])
+    assert log.live_accuracy().error_drift is None  # no scale, no test
+    assert log.live_accuracy(error_scale=1.0).error_drift == pytest.approx(3.5)
+
+    early = PredictionLog(tmp_path / "q.db", window=50, error_test=test)
+    early.log([_prediction(k, 10.0 + e) for k, e in enumerate(reversed(errors))])
+    early.record_actuals([((k + 6) * HOUR, 10.0) for k in range(len(errors))])
+    assert early.live_accuracy(error_scale=1.0).error_drift == pytest.approx(1.5)

@@ -1,4 +1,4 @@
-"""Drift statistics and the sliding window, in-process (no server)."""
+"""The seasonal drift reference and the monitor's checks, in-process, on replayed real weather."""
 
 from __future__ import annotations
 
@@ -7,229 +7,172 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
-from rps.data.sources.synthetic import DriftKind, DriftSpec
-from rps.params import DriftParams, load_params
-from rps.serving.drift import (
-    DriftMonitor,
-    DriftSnapshot,
-    ReferenceProfile,
-    ks_statistic,
-    psi,
-    training_bounds,
+from rps.data.sources.scenarios import apply_drift
+from rps.features.build import FeatureSpec, build_features
+from rps.params import DriftScenario, Params, load_params
+from rps.serving.drift import DriftMonitor, ReferenceProfile, input_checks, training_bounds
+from rps.serving.seasonal import (
+    SEASONAL_KEY,
+    SeasonalReference,
+    SeasonalReferenceError,
+    build_reference,
+    implied_dew_point,
+    trailing_mean,
+    trailing_median,
 )
 
 PARAMS_FILE = Path(__file__).resolve().parents[3] / "params.yaml"
-QUANTILES = (0.05, 0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95)
+TRAIN_END = pd.Timestamp("2025-10-20", tz="UTC")  # as the trainer's 80 % split of 2025
+ONSET = pd.Timestamp("2025-11-07 13:00", tz="UTC")  # 08:00 local: temperature rising
 
 
-def _stats(matrix: np.ndarray, names: list[str]) -> dict[str, dict[str, object]]:
-    return {
-        name: {
-            "mean": float(matrix[:, j].mean()),
-            "std": float(matrix[:, j].std(ddof=1)),
-            "min": float(matrix[:, j].min()),
-            "max": float(matrix[:, j].max()),
-            "quantiles": {str(q): float(np.quantile(matrix[:, j], q)) for q in QUANTILES},
-        }
-        for j, name in enumerate(names)
-    }
-
-
-def _profile(reference: np.ndarray, names: list[str]) -> ReferenceProfile:
-    return ReferenceProfile.build(names, _stats(reference, names), reference)
-
-
-def test_ks_statistic_equals_scipy() -> None:
-    """The KS statistic equals scipy's two-sample statistic, ties included."""
-    rng = np.random.default_rng(0)
-    a = np.sort(np.round(rng.normal(0, 1, 700), 1))
-    b = np.sort(np.round(rng.normal(0.3, 1.2, 150), 1))
-    assert ks_statistic(a, b) == pytest.approx(stats.ks_2samp(a, b).statistic, abs=1e-12)
-
-
-def test_psi_is_zero_for_equal_shares_and_grows_with_difference() -> None:
-    """PSI is 0 for identical distributions and larger for a bigger shift."""
-    expected = np.full(10, 0.1)
-    assert psi(expected, expected) == pytest.approx(0.0)
-    small = np.array([0.12, 0.08, *[0.1] * 8])
-    large = np.array([0.5, 0.0, *[0.0625] * 8])
-    assert 0 < psi(expected, small) < psi(expected, large)
-
-
-def test_training_bounds_default_to_infinite_when_unknown() -> None:
-    """Features without min/max never count as out of range."""
-    lower, upper = training_bounds(["a", "b"], {"a": {"min": -1.0, "max": 2.0}})
-    assert lower.tolist() == [-1.0, -np.inf]
-    assert upper.tolist() == [2.0, np.inf]
-
-
-def test_calendar_features_are_left_out_of_the_statistics() -> None:
-    """target_* features are range-checked but get no mean shift, KS or PSI."""
-    rng = np.random.default_rng(1)
-    names = ["temperature_2m", "target_hour", "target_month"]
-    profile = _profile(rng.normal(size=(500, 3)), names)
-    assert profile.names == ["temperature_2m"]
-
-
-def test_tied_deciles_of_a_discrete_feature_give_a_finite_small_psi() -> None:
-    """A feature with many equal values (cloud cover at 0) does not fake drift."""
-    rng = np.random.default_rng(2)
-    reference = np.where(rng.random((2000, 1)) < 0.6, 0.0, rng.uniform(0, 100, (2000, 1)))
-    monitor = DriftMonitor(_profile(reference, ["cloud_cover"]), n_features=1, window_size=500)
-    window = reference[rng.choice(2000, 500, replace=False)]
-    monitor.observe(window, np.zeros(500, dtype=bool), np.zeros(500))
-    snapshot = monitor.compute()
-    assert np.isfinite(snapshot.psi["cloud_cover"])
-    assert snapshot.psi["cloud_cover"] < 0.05
-
-
-def test_window_keeps_only_the_newest_rows() -> None:
-    """The ring buffer holds the last window_size rows, in any batch sizes."""
-    names = ["x"]
-    profile = _profile(np.arange(100.0).reshape(-1, 1), names)
-    monitor = DriftMonitor(profile, n_features=1, window_size=10, min_samples=1)
-    for start in range(0, 25, 3):
-        rows = np.arange(start, min(start + 3, 25), dtype=float).reshape(-1, 1)
-        monitor.observe(rows, np.zeros(len(rows), dtype=bool), rows[:, 0])
-    snapshot = monitor.compute()
-    assert snapshot.samples == 10
-    assert snapshot.prediction_variance == pytest.approx(np.var(np.arange(15.0, 25.0)))
-    big = np.arange(100.0, 130.0).reshape(-1, 1)
-    monitor.observe(big, np.ones(30, dtype=bool), big[:, 0])
-    assert monitor.compute().ood_ratio == 1.0
-    assert monitor.compute().prediction_variance == pytest.approx(np.var(np.arange(120.0, 130.0)))
-
-
-def test_statistics_are_recomputed_every_n_rows_not_per_request() -> None:
-    """One row per request: the window is recomputed every recompute_every rows only."""
-    rng = np.random.default_rng(3)
-    profile = _profile(rng.normal(size=(500, 2)), ["a", "b"])
-    now = [0.0]
-
-    def clock() -> float:
-        now[0] += 0.5  # two requests per second
-        return now[0]
-
-    monitor = DriftMonitor(
-        profile,
-        n_features=2,
-        window_size=100,
-        recompute_every=10,
-        min_interval_seconds=0.0,
-        clock=clock,
-    )
-    computed = sum(
-        monitor.observe(rng.normal(size=(1, 2)), np.zeros(1, dtype=bool), np.zeros(1)) is not None
-        for _ in range(300)
-    )
-    assert monitor.min_samples == 100
-    assert computed == 1 + (300 - 100) // 10  # first at min_samples, then every 10 rows
-
-
-def test_recomputation_is_rate_limited_under_load_and_refreshed_on_demand() -> None:
-    """Many rows within one second cause one recomputation; refresh() catches up."""
-    rng = np.random.default_rng(7)
-    profile = _profile(rng.normal(size=(500, 2)), ["a", "b"])
-    monitor = DriftMonitor(profile, n_features=2, window_size=100, clock=lambda: 0.0)
-    computed = sum(
-        monitor.observe(rng.normal(size=(1, 2)), np.zeros(1, dtype=bool), np.zeros(1)) is not None
-        for _ in range(1000)
-    )
-    assert computed == 1
-    refreshed = monitor.refresh()
-    assert refreshed is not None and refreshed.samples == 100
-    assert monitor.refresh() is None  # nothing new since
-
-
-def test_statistics_are_recomputed_after_recompute_seconds() -> None:
-    """A trickle of rows still refreshes the statistics after recompute_seconds."""
-    now = [0.0]
-    rng = np.random.default_rng(4)
-    profile = _profile(rng.normal(size=(300, 1)), ["a"])
-    monitor = DriftMonitor(
-        profile,
-        n_features=1,
-        window_size=50,
-        recompute_every=40,
-        recompute_seconds=5.0,
-        clock=lambda: now[0],
-    )
-    monitor.observe(rng.normal(size=(50, 1)), np.zeros(50, dtype=bool), np.zeros(50))
-    assert monitor.observe(rng.normal(size=(1, 1)), np.zeros(1, dtype=bool), np.zeros(1)) is None
-    now[0] = 6.0
-    assert monitor.observe(rng.normal(size=(1, 1)), np.zeros(1, dtype=bool), np.zeros(1))
-
-
-def test_seed_from_carries_the_window_over_a_model_swap() -> None:
-    """A new monitor on the same features starts from the old window."""
-    rng = np.random.default_rng(5)
-    profile = _profile(rng.normal(size=(300, 1)), ["a"])
-    old = DriftMonitor(profile, n_features=1, window_size=20, min_samples=1)
-    rows = np.arange(30.0).reshape(-1, 1)
-    old.observe(rows, np.zeros(30, dtype=bool), rows[:, 0])
-    new = DriftMonitor(profile, n_features=1, window_size=20, min_samples=1)
-    new.seed_from(old)
-    assert new.compute().prediction_variance == pytest.approx(np.var(np.arange(10.0, 30.0)))
-
-
-# the synthetic source's drift injection against a synthetic reference ----------------------
 @pytest.fixture(scope="module")
-def synthetic() -> tuple[list[str], DriftParams, pd.Timestamp]:
-    params = load_params(PARAMS_FILE)
-    return list(params.data.variables), params.drift, pd.Timestamp("2023-01-01", tz="UTC")
-
-
-def _synthetic_features(
-    variables: list[str], times: pd.DatetimeIndex, drifts: list[object]
-) -> pd.DataFrame:
-    from rps.data.sources.synthetic import SyntheticSource
-    from rps.features.build import FeatureSpec, build_features
+def setup(recording: pd.DataFrame) -> tuple[Params, FeatureSpec, pd.DataFrame]:
+    """Replayed observations of 2025 (real Greensboro weather)."""
+    from rps.data.sources.replay import ReplayClock, ReplaySource
 
     params = load_params(PARAMS_FILE)
-    spec = FeatureSpec.from_params(variables, params.data.target, params.features)
-    frame = SyntheticSource(variables=variables, drifts=drifts).generate(times)
-    return build_features(frame, spec).dropna(subset=spec.feature_names)[spec.feature_names]
+    end = pd.Timestamp("2025-12-31 23:00", tz="UTC")
+    clock = ReplayClock(wall_now=lambda: end, anchor=end)
+    source = ReplaySource(recording, clock=clock, variables=params.data.variables)
+    observations = source.fetch(pd.Timestamp("2025-01-01", tz="UTC"), end).frame
+    spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
+    return params, spec, observations
+
+
+@pytest.fixture(scope="module")
+def reference(setup: tuple[Params, FeatureSpec, pd.DataFrame]) -> SeasonalReference:
+    """The seasonal reference of January..October 19."""
+    _, spec, observations = setup
+    features = build_features(observations, spec).dropna(subset=spec.feature_names)
+    train = features.loc[features.index < TRAIN_END, spec.feature_names]
+    return SeasonalReference.from_json(spec.feature_names, build_reference(train))
+
+
+def _rows(setup: tuple[Params, FeatureSpec, pd.DataFrame], scenario: DriftScenario | None):
+    _, spec, observations = setup
+    frame = observations if scenario is None else apply_drift(observations, scenario)
+    features = build_features(frame, spec, with_target=False).dropna(subset=spec.feature_names)
+    return features[spec.feature_names]
+
+
+def _hourly_ratios(reference: SeasonalReference, rows: pd.DataFrame) -> pd.DataFrame:
+    """Each check's ratio after each hourly row, as the monitor computes it."""
+    matrix = rows.to_numpy(dtype=float)
+    w = reference.window
+    records = [
+        input_checks(reference, matrix[i - w + 1 : i + 1])[0] for i in range(w - 1, len(matrix))
+    ]
+    return pd.DataFrame(records, index=rows.index[w - 1 :])
+
+
+def test_the_reference_is_json_and_round_trips(setup, reference) -> None:
+    """The builder's output survives JSON and tracks every non-calendar feature."""
+    import json
+
+    _, spec, _ = setup
+    assert reference.window == 6
+    assert not any(n.startswith("target_") for n in reference.names)
+    assert "temperature_2m" in reference.names
+    assert reference.humidity.shape == (3,)
+    stats = {SEASONAL_KEY: json.loads(json.dumps(build_reference(_rows(setup, None)[:500])))}
+    profile = ReferenceProfile.build(spec.feature_names, stats)
+    assert profile.seasonal is not None and profile.seasonal.window == 6
+
+
+def test_anomalies_are_seasonal_not_yearly(setup, reference) -> None:
+    """A clean July and a clean January both have near-zero mean anomalies: the reference
+    describes each hour and date, not the year's average."""
+    rows = _rows(setup, None)
+    for month in (1, 7):
+        part = rows[rows.index.month == month].to_numpy(dtype=float)
+        z = reference.anomalies(part)
+        t = reference.names.index("temperature_2m")
+        assert abs(z[:, t].mean()) < 0.5
+        assert 0.5 < z[:, t].std() < 2.0
+
+
+def test_checks_stay_quiet_on_clean_unseen_late_autumn(setup, reference) -> None:
+    """October 20..December (after the reference period) never crosses a limit."""
+    rows = _rows(setup, None)
+    ratios = _hourly_ratios(reference, rows[rows.index >= TRAIN_END])
+    assert set(ratios.columns) == {"seasonal_anomaly", "humidity_consistency"}
+    assert (ratios <= 1.0).all().all(), ratios.max()
 
 
 @pytest.mark.parametrize(
-    ("kind", "magnitude", "fired"),
+    ("scenario", "check", "within_hours"),
     [
-        ("mean_shift", 6.0, {"mean_shift", "ks", "psi"}),
-        ("variance", 3.0, {"ks", "psi"}),
+        ({"kind": "stuck", "variables": ["temperature_2m"]}, "humidity", 6),
+        ({"kind": "bias", "variables": ["temperature_2m"], "magnitude": 3.0}, "humidity", 6),
+        ({"kind": "daily_cycle", "variables": ["temperature_2m"], "magnitude": 6}, "humidity", 12),
     ],
 )
-def test_injected_drift_moves_past_thresholds_and_undrifted_data_stays_below(
-    synthetic: tuple[list[str], DriftParams, pd.Timestamp],
-    kind: DriftKind,
-    magnitude: float,
-    fired: set[str],
+def test_a_drifted_sensor_crosses_a_limit_soon_after_onset(
+    setup, reference, scenario, check, within_hours
 ) -> None:
-    """Against a reference from the same synthetic period, undrifted rows breach nothing and the
-    injected drift breaches the expected statistics on the temperature."""
-    variables, thresholds, start = synthetic
-    times = pd.date_range(start, start + pd.Timedelta(days=90), freq="h")
-    clean = _synthetic_features(variables, times, [])
-    reference = clean.to_numpy()
-    names = list(clean.columns)
-    profile = ReferenceProfile.build(names, _stats(reference, names), reference[::2])
-    lower, upper = training_bounds(names, _stats(reference, names))
-    rng = np.random.default_rng(6)
+    """A stuck, biased or delayed temperature sensor is caught from the served rows alone."""
+    drifted = DriftScenario.model_validate({**scenario, "start": ONSET.isoformat()})
+    rows = _rows(setup, drifted)
+    ratios = _hourly_ratios(reference, rows[rows.index >= ONSET - pd.Timedelta(hours=12)])
+    before = ratios[ratios.index < ONSET]
+    assert (before <= 1.0).all().all()
+    after = ratios[ratios.index >= ONSET]
+    crossed = after.index[(after.filter(like=check) > 1.0).any(axis=1)]
+    assert len(crossed), after.max()
+    assert crossed[0] - ONSET <= pd.Timedelta(hours=within_hours)
 
-    def snapshot(rows: np.ndarray) -> DriftSnapshot:
-        monitor = DriftMonitor(profile, n_features=len(names), window_size=len(rows))
-        ood = ((rows < lower) | (rows > upper)).any(axis=1)
-        monitor.observe(rows, ood, np.zeros(len(rows)))
-        return monitor.compute()
 
-    quiet = snapshot(reference[rng.choice(len(reference), 500, replace=False)])
-    assert quiet.breaches(thresholds) == {}
+def test_the_monitor_publishes_checks_over_the_newest_window(setup, reference) -> None:
+    """The monitor computes the checks of the newest ``window`` rows of its ring."""
+    _, spec, _ = setup
+    rows = _rows(setup, None).to_numpy(dtype=float)[:40]
+    stats = {SEASONAL_KEY: build_reference(_rows(setup, None)[:800])}
+    profile = ReferenceProfile.build(spec.feature_names, stats)
+    monitor = DriftMonitor(profile, n_features=len(spec.feature_names), window_size=20)
+    assert monitor.observe(rows[:5], np.zeros(5, bool), np.zeros(5)) is None  # < window
+    snapshot = monitor.observe(rows[5:40], np.zeros(35, bool), np.arange(35.0))
+    assert snapshot is not None and snapshot.window == 6 and snapshot.samples == 20
+    expected, features = input_checks(profile.seasonal, rows[34:40])  # type: ignore[arg-type]
+    assert snapshot.checks == pytest.approx(expected)
+    assert snapshot.feature_anomaly == pytest.approx(features)
+    assert snapshot.top_features(2)[0][1] == max(features.values())
 
-    drift = DriftSpec(kind, start, magnitude=magnitude)
-    drifted_rows = _synthetic_features(variables, times, [drift]).to_numpy()
-    loud = snapshot(drifted_rows[rng.choice(len(drifted_rows), 500, replace=False)])
-    breached = {k for k, v in loud.breaches(thresholds).items() if "temperature_2m" in v}
-    assert fired <= breached
-    untouched = "surface_pressure"
-    assert loud.ks[untouched] < thresholds.ks_threshold
+
+def test_a_bundle_without_a_seasonal_reference_keeps_the_range_check(setup) -> None:
+    """Old bundles (no seasonal reference) or a malformed one: OOD ratio only, no crash."""
+    _, spec, _ = setup
+    names = spec.feature_names
+    for stats in ({}, {SEASONAL_KEY: {"features": ["nope"]}}, {SEASONAL_KEY: {"window": 6}}):
+        profile = ReferenceProfile.build(names, stats)
+        assert profile.seasonal is None
+        monitor = DriftMonitor(profile, n_features=len(names), window_size=10)
+        ood = np.array([True, False] * 5)
+        snapshot = monitor.observe(np.zeros((10, len(names))), ood, np.zeros(10))
+        assert snapshot is not None and snapshot.checks == {} and snapshot.ood_ratio == 0.5
+
+
+def test_the_builder_names_what_it_lacks(setup) -> None:
+    """Missing calendar columns or too few rows are refused with the reason."""
+    rows = _rows(setup, None)
+    with pytest.raises(SeasonalReferenceError, match="calendar features"):
+        build_reference(rows.drop(columns=["target_hour_sin"]))
+    with pytest.raises(SeasonalReferenceError, match="at least 50"):
+        build_reference(rows[:20])
+    with pytest.raises(SeasonalReferenceError, match="unknown features"):
+        SeasonalReference.from_json(["a"], {"features": ["a"]})
+
+
+def test_implied_dew_point_and_trailing_mean() -> None:
+    """Magnus inverts itself at saturation; the trailing mean averages the last w rows."""
+    t = np.array([-10.0, 0.0, 25.0])
+    assert implied_dew_point(t, np.full(3, 100.0)) == pytest.approx(t)
+    assert implied_dew_point(np.array([20.0]), np.array([50.0]))[0] == pytest.approx(9.3, abs=0.1)
+    assert trailing_mean(np.array([1.0, 2.0, 3.0, 4.0]), 2) == pytest.approx([1.0, 1.5, 2.5, 3.5])
+    assert trailing_median(np.array([5.0, 1.0, 9.0, 2.0]), 3) == pytest.approx([5, 3, 5, 2])
+
+
+def test_training_bounds_default_to_infinite_when_unknown() -> None:
+    lower, upper = training_bounds(["a", "b"], {"a": {"min": 0.0, "max": 2.0}, "b": {}})
+    assert lower.tolist() == [0.0, -np.inf] and upper.tolist() == [2.0, np.inf]

@@ -23,7 +23,10 @@ def make_source(settings: Settings, params: Params, name: str | None = None) -> 
     if name == "synthetic":
         from rps.data.sources.synthetic import SyntheticSource
 
-        return SyntheticSource(variables=params.data.variables)
+        scenario = params.drift.scenario
+        return SyntheticSource(
+            variables=params.data.variables, drifts=[scenario] if scenario is not None else []
+        )
     if name == "open_meteo":
         from rps.data.sources.open_meteo import OpenMeteoSource
 

@@ -19,9 +19,10 @@ import pandas as pd
 
 from rps.data.schema import TIME
 from rps.data.sources.base import FetchResult, SourceError
+from rps.data.sources.scenarios import check_scenario, drifted_range
 
 if TYPE_CHECKING:
-    from rps.params import Params
+    from rps.params import DriftScenario, Params
     from rps.settings import Settings
 
 HOURS_PER_YEAR = 8760
@@ -109,7 +110,20 @@ class ReplaySource:
         *,
         clock: ReplayClock | None = None,
         variables: Sequence[str] | None = None,
+        scenario: DriftScenario | None = None,
     ) -> None:
+        """Index the recording by hour of year.
+
+        Args:
+            recording: Hourly rows (a year) indexed by UTC time.
+            clock: Maps wall-clock time onto replay time.
+            variables: The columns to serve (default: all).
+            scenario: A drift injected into the served rows (None: the recording as is).
+
+        Raises:
+            SourceError: the recording does not cover a year, lacks a variable, or the
+                scenario names a variable that is not served.
+        """
         by_hour = recording.copy()
         if "_hoy" not in by_hour.columns:
             by_hour["_hoy"] = hour_of_year(pd.DatetimeIndex(recording.index))
@@ -124,6 +138,12 @@ class ReplaySource:
             raise SourceError(f"replay recording lacks variables {missing}")
         self._values = by_hour[columns].to_numpy(dtype=float)
         self._columns = columns
+        if scenario is not None:
+            try:
+                check_scenario(scenario, columns)
+            except ValueError as exc:
+                raise SourceError(str(exc)) from exc
+        self.scenario = scenario
         self.clock = clock or ReplayClock()
         self.station = str(recording.attrs.get("station", "unknown"))
 
@@ -136,18 +156,23 @@ class ReplaySource:
             read_tmy3(Path(path)),
             clock=ReplayClock(speed=settings.replay_speed),
             variables=params.data.variables,
+            scenario=params.drift.scenario,
         )
 
     def fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> FetchResult:
         start, end = _utc(start).ceil("h"), _utc(end).floor("h")
         end = min(end, self.clock.now().floor("h"))
-        times = pd.date_range(start, end, freq="h") if start <= end else pd.DatetimeIndex([])
-        values = self._values[hour_of_year(times)] if len(times) else np.empty((0, 0))
-        frame = pd.DataFrame(values, columns=self._columns if len(times) else None)
+        scenarios = [self.scenario] if self.scenario is not None else []
+        frame = drifted_range(self._rows, start, end, scenarios)
+        return FetchResult(frame=frame, source=self.name)
+
+    def _rows(self, times: pd.DatetimeIndex) -> pd.DataFrame:
         if not len(times):
             frame = pd.DataFrame(columns=self._columns, dtype=float)
+        else:
+            frame = pd.DataFrame(self._values[hour_of_year(times)], columns=self._columns)
         frame.insert(0, TIME, times)
-        return FetchResult(frame=frame, source=self.name)
+        return frame
 
 
 def _utc(ts: pd.Timestamp) -> pd.Timestamp:

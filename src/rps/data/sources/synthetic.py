@@ -1,36 +1,24 @@
 """A deterministic weather generator with controllable drift, for drift tests and demos.
 
 Values depend only on the timestamp and the seed, so the same range always gives the same
-rows. Drift kinds start at a given time: ``mean_shift`` (add ``magnitude``), ``variance``
-(scale deviations from the seasonal mean by ``magnitude``), ``stuck`` (the sensor repeats its
-value at the drift start) and ``missing`` (values become NaN in bursts).
+rows. Drift scenarios (:class:`~rps.params.DriftScenario`, applied by
+:mod:`rps.data.sources.scenarios`) change given variables from a given time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import pandas as pd
 
 from rps.data.schema import TIME
-from rps.data.sources.base import FetchResult
+from rps.data.sources.base import FetchResult, SourceError
+from rps.data.sources.scenarios import check_scenario, drifted_range
+from rps.params import DriftScenario
 
-DriftKind = Literal["mean_shift", "variance", "stuck", "missing"]
 _PERIOD_HOURS = 24 * 7 * 53  # noise repeats after about a year; long enough for any test
 _ORIGIN = pd.Timestamp("2000-01-01", tz="UTC")
-
-
-@dataclass(frozen=True)
-class DriftSpec:
-    """One injected change in the data-generating process."""
-
-    kind: DriftKind
-    start: pd.Timestamp
-    magnitude: float = 5.0
-    variables: tuple[str, ...] = ("temperature_2m",)
 
 
 def _ar1(rng: np.random.Generator, n: int, phi: float, sigma: float) -> np.ndarray:
@@ -53,11 +41,27 @@ class SyntheticSource:
         *,
         variables: Sequence[str],
         seed: int = 7,
-        drifts: Sequence[DriftSpec] = (),
+        drifts: Sequence[DriftScenario] = (),
         now: Callable[[], pd.Timestamp] | None = None,
     ) -> None:
+        """Prepare the noise of about a year.
+
+        Args:
+            variables: Columns to generate.
+            seed: Noise seed.
+            drifts: Scenarios applied in order.
+            now: The source's clock (hours after it are not served).
+
+        Raises:
+            SourceError: a scenario names a variable that is not generated.
+        """
         self.variables = list(variables)
         self.drifts = list(drifts)
+        for drift in self.drifts:
+            try:
+                check_scenario(drift, self.variables)
+            except ValueError as exc:
+                raise SourceError(str(exc)) from exc
         self._now = now or (lambda: pd.Timestamp.now(tz="UTC"))
         rng = np.random.default_rng(seed)
         self._noise = {
@@ -98,33 +102,19 @@ class SyntheticSource:
             "cloud_cover": np.clip(50.0 + 3 * self._noise["cloud_cover"][idx], 0, 100),
         }
 
-    def generate(self, times: pd.DatetimeIndex) -> pd.DataFrame:
-        """The rows for ``times`` (UTC hours), drift applied."""
+    def _clean(self, times: pd.DatetimeIndex) -> pd.DataFrame:
         values = self._base(times)
         frame = pd.DataFrame({name: values[name] for name in self.variables})
-        for drift in self.drifts:
-            active = times >= drift.start
-            if not active.any():
-                continue
-            for column in drift.variables:
-                if column not in frame.columns:
-                    continue
-                series = frame[column].to_numpy(copy=True)
-                if drift.kind == "mean_shift":
-                    series[active] += drift.magnitude
-                elif drift.kind == "variance":
-                    centre = np.nanmean(series[active])
-                    series[active] = centre + (series[active] - centre) * drift.magnitude
-                elif drift.kind == "stuck":
-                    series[active] = self._base(pd.DatetimeIndex([drift.start]))[column][0]
-                elif drift.kind == "missing":
-                    hours = ((times - drift.start) // pd.Timedelta(hours=1)).to_numpy()
-                    # bursts of 6 h every 24 h, plus the magnitude-controlled extra share
-                    burst = (hours % 24) < max(1, min(24, int(drift.magnitude)))
-                    series[active & burst] = np.nan
-                frame[column] = series
         frame.insert(0, TIME, times)
         return frame
+
+    def generate(self, times: pd.DatetimeIndex) -> pd.DataFrame:
+        """The rows for ``times`` (UTC hours), drift applied."""
+        if not self.drifts or not len(times):
+            return self._clean(times)
+        hourly = drifted_range(self._clean, times.min(), times.max(), self.drifts)
+        frame = hourly.set_index(TIME).reindex(times).reset_index(names=TIME)
+        return frame[[TIME, *self.variables]]
 
     def fetch(self, start: pd.Timestamp, end: pd.Timestamp) -> FetchResult:
         start = pd.Timestamp(start).tz_convert("UTC").ceil("h")

@@ -107,14 +107,25 @@ def step_transform(
     return path, summary
 
 
-def step_profile(settings: Settings, processed_path: Path) -> tuple[Path, str]:
-    """Profile the processed dataset and log the HTML to MLflow; returns (html, run id)."""
+def step_profile(
+    settings: Settings, processed_path: Path, params: Params | None = None
+) -> tuple[Path, str]:
+    """Profile the processed dataset and log the HTML to MLflow; returns (html, run id).
+
+    Scatter interactions are drawn against ``params.data.target`` (read from the settings'
+    params file when ``params`` is not given).
+    """
     from rps.data.profiling import log_profile_to_mlflow, profile_dataset
+    from rps.params import load_params
 
     md5 = file_md5(processed_path)
     frame = pd.read_parquet(processed_path)
+    target = (params or load_params(settings.params_file)).data.target
     html = profile_dataset(
-        frame, processed_path.with_suffix(".profile.html"), title=f"RPS observations {md5[:8]}"
+        frame,
+        processed_path.with_suffix(".profile.html"),
+        title=f"RPS observations {md5[:8]}",
+        targets=[target],
     )
     run_id = log_profile_to_mlflow(
         settings, html, dataset_md5=md5, run_name=f"profile-{processed_path.stem}"
@@ -187,7 +198,7 @@ def run_pipeline(
         announce("transform", str(result.processed_path))
         if profile:
             result.profile_html, result.profile_run_id = step_profile(
-                settings, result.processed_path
+                settings, result.processed_path, params
             )
             announce("profile", f"{result.profile_html} (MLflow run {result.profile_run_id})")
         result.storage_uri = step_load(settings, result.processed_path)

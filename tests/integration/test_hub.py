@@ -109,6 +109,7 @@ def auth_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {
         **os.environ,
         "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "rps-test-csrf-key",
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
     }
     log = root / "server.log"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -89,6 +90,62 @@ class Settings(BaseSettings):
     alert_email_from: str = "rps@localhost"
     retrain_cooldown_s: float = 3600.0
 
+    # data registry git remote and the hub (Dagshub): one repository URL, a user and a token
+    # derive the MLflow tracking URI, the DVC remote and the registry's git remote (cicd)
+    data_git_remote_url: str | None = None  # where the data registry's commits are pushed
+    hub_repo_url: str | None = None  # e.g. https://dagshub.com/<owner>/<repo>
+    hub_user: str | None = None
+    hub_token: SecretStr | None = None
+    hub_tracking_uri: str | None = None  # default: <hub_repo_url>.mlflow
+    hub_git_url: str | None = None  # default: <hub_repo_url>.git
+    hub_s3_endpoint_url: str | None = None  # default: <hub_repo_url>.s3 (DVC's S3 remote)
+    hub_dvc_remote_url: str = "s3://dvc"  # the bucket (and prefix) of the hub's DVC remote
+
+    @model_validator(mode="after")
+    def _derive_from_hub(self) -> Settings:
+        """With ``RPS_HUB_REPO_URL`` set, fill every hub URI and credential not set explicitly."""
+        if not self.hub_repo_url:
+            return self
+        base = self.hub_repo_url.rstrip("/").removesuffix(".git")
+        derived: dict[str, object] = {
+            "mlflow_tracking_uri": self.hub_tracking_uri or f"{base}.mlflow",
+            "mlflow_tracking_username": self.hub_user,
+            "mlflow_tracking_password": self.hub_token,
+            "storage_backend": "s3",
+            "dvc_remote_url": self.hub_dvc_remote_url,
+            "s3_endpoint_url": self.hub_s3_endpoint_url or f"{base}.s3",
+            "aws_access_key_id": self.hub_token,  # Dagshub takes the token as key id and secret
+            "aws_secret_access_key": self.hub_token,
+            "data_git_remote_url": self.hub_git_url or f"{base}.git",
+        }
+        for name, value in derived.items():
+            if name not in self.model_fields_set and value is not None:
+                object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def hub_name(self) -> str | None:
+        """The hub's repository URL without credentials (for messages), or None."""
+        return _without_credentials(self.hub_repo_url) if self.hub_repo_url else None
+
+    @property
+    def data_git_remote(self) -> str | None:
+        """The data registry's git remote with the hub's user and token (HTTP(S) URLs only)."""
+        url = self.data_git_remote_url
+        if not url or self.hub_token is None or not url.startswith(("http://", "https://")):
+            return url
+        scheme, rest = url.split("://", 1)
+        if "@" in rest.split("/", 1)[0]:
+            return url
+        user = quote(self.hub_user or "token", safe="")
+        token = quote(self.hub_token.get_secret_value(), safe="")
+        return f"{scheme}://{user}:{token}@{rest}"
+
+    @property
+    def data_git_remote_display(self) -> str:
+        """:attr:`data_git_remote` without credentials."""
+        return _without_credentials(self.data_git_remote_url or "")
+
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
         if self.env == "production":
@@ -162,6 +219,15 @@ class Settings(BaseSettings):
         """Create the local state folders (only called by commands that write)."""
         for path in (self.raw_dir, self.processed_dir, self.cache_dir, self.local_store_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` part removed."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    host, sep, path = rest.partition("/")
+    return f"{scheme}://{host.rsplit('@', 1)[-1]}{sep}{path}"
 
 
 @lru_cache(maxsize=1)

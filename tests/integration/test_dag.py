@@ -154,7 +154,7 @@ def test_dagbag_loads_with_the_expected_graph(project: Project) -> None:
 
     from rps.orchestration.airflow_home import dags_folder
 
-    bag = DagBag(dag_folder=str(dags_folder(project.settings("state-env"))), include_examples=False)
+    bag = DagBag(dag_folder=str(dags_folder(project.settings("state-env"))))
     assert bag.import_errors == {}
     dag = bag.get_dag(DAG_ID)
     assert dag is not None
@@ -166,7 +166,7 @@ def test_dagbag_loads_with_the_expected_graph(project: Project) -> None:
     assert all(dag.get_task(t).retries == 0 for t in TASK_IDS[1:])
     assert all(dag.get_task(t).on_failure_callback for t in TASK_IDS)
     assert dag.catchup is False and dag.max_active_runs == 1
-    assert dag.timetable.expression == "@daily"  # settings.dag_schedule
+    assert dag.timetable.expression == "0 0 * * *"  # settings.dag_schedule @daily (expanded)
 
 
 # the scheduled path --------------------------------------------------------------------------

@@ -111,11 +111,7 @@ def load_pipeline_dag(settings: Settings) -> Any:
     ensure_airflow_home(settings)
     from airflow.dag_processing.dagbag import DagBag
 
-    from rps.orchestration.compat import apply_airflow_shims
-
-    apply_airflow_shims()
-
-    bag = DagBag(dag_folder=str(dags_folder(settings)), include_examples=False)
+    bag = DagBag(dag_folder=str(dags_folder(settings)))
     if bag.import_errors:
         details = "; ".join(f"{path}: {err}" for path, err in bag.import_errors.items())
         raise DagLoadError(f"DAG import errors: {details}")

@@ -7,6 +7,7 @@ Nothing here touches the filesystem at import time; call :func:`get_settings` an
 from __future__ import annotations
 
 from functools import lru_cache
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote
@@ -34,6 +35,11 @@ class Settings(BaseSettings):
     source: Literal["open_meteo", "replay", "synthetic"] = "replay"
     replay_file: Path | None = None  # a TMY3 CSV; default: pvlib's Greensboro NC station
     replay_speed: float = 1.0  # recorded hours per wall-clock hour
+    # a replay clock shared by every process (API, receiver, DAG runs): at wall time
+    # replay_anchor the replay reads replay_origin, and runs replay_speed times faster from
+    # there; unset, each process anchors at its own start and replay time starts at wall time
+    replay_anchor: datetime | None = None
+    replay_origin: datetime | None = None
     open_meteo_forecast_url: str = "https://api.open-meteo.com/v1/forecast"
     open_meteo_archive_url: str = "https://archive-api.open-meteo.com/v1/archive"
     http_timeout_s: float = 10.0

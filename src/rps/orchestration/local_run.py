@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rps.data.sources.replay import current_time
 from rps.orchestration import DAG_ID, TASK_IDS
 from rps.orchestration.airflow_home import dags_folder, ensure_airflow_home
 
@@ -162,7 +163,7 @@ def run_dag_locally(
     from rps.orchestration.steps import using_settings
 
     dag_obj = load_pipeline_dag(settings)
-    logical = _logical_date(end if end is not None else pd.Timestamp.now(tz="UTC"))
+    logical = _logical_date(end if end is not None else current_time(settings))
     started = time.perf_counter()
     with using_settings(settings):
         dag_run = dag_obj.test(logical_date=logical, run_conf=dict(conf or {}))
@@ -202,7 +203,7 @@ def run_dag_in_child(
     Raises:
         RuntimeError: the child exited without a result (its stderr tail is in the message).
     """
-    stamp = _logical_date(end if end is not None else pd.Timestamp.now(tz="UTC"))
+    stamp = _logical_date(end if end is not None else current_time(settings))
     with tempfile.TemporaryDirectory(prefix="rps-dag-run-") as tmp:
         result_file = Path(tmp) / "result.json"
         command = [

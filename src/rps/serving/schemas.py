@@ -196,6 +196,7 @@ class HealthResponse(_Response):
         default=None, description="Registry mode only; null before the first check."
     )
     uptime_seconds: float
+    worker_pid: int = Field(description="The answering worker process (one API, several workers).")
     detail: str | None = None
 
 

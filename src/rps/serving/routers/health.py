@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from fastapi import APIRouter, Response, status
@@ -45,6 +46,7 @@ async def health(service: ServiceDep, response: Response) -> HealthResponse:
             model_source=source,
             registry=registry,
             uptime_seconds=uptime,
+            worker_pid=os.getpid(),
             detail=manager.last_error or "model still loading",
         )
     down = registry is not None and not registry.reachable
@@ -56,6 +58,7 @@ async def health(service: ServiceDep, response: Response) -> HealthResponse:
         model_source=source,
         registry=registry,
         uptime_seconds=uptime,
+        worker_pid=os.getpid(),
         detail=f"registry unreachable, serving on: {registry.detail}"
         if down and registry is not None
         else None,

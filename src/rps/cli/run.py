@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import threading
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -154,6 +156,7 @@ def demo_loop(
         with fail_on(LoopError, RuntimeError, OSError):
             with output_to(log_file):
                 version = loop.train_first_champion()
+            _log_to_file(loop.state / "logs" / "demo-loop.log")
             console.print(f"first champion: version {version}; starting the API and monitoring")
             loop.start_services()
             console.print(f"API {loop.api_url} ({workers} workers), clock x{speed:g}")
@@ -180,6 +183,20 @@ def demo_loop(
     console.print(f"timeline: {path}", markup=False)
     if not timeline.new_champion_served or timeline.failed_requests:
         raise typer.Exit(1)
+
+
+def _log_to_file(path: Path) -> None:
+    """Send this process's log records to ``path`` (the terminal shows the timeline only).
+
+    An in-process Airflow run leaves its own handlers on the root logger; they go too.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
 
 
 def register(app: typer.Typer) -> None:

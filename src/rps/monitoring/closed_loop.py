@@ -319,7 +319,7 @@ class ClosedLoop:
         self._traffic = _Traffic(self.api_url, self.plan.request_interval_s)
         self._traffic.start()
 
-    def _wait_ready(self, timeout_s: float = 180.0) -> None:
+    def _wait_ready(self, timeout_s: float = 300.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._api is not None and self._api.poll() is not None:

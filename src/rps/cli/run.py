@@ -132,6 +132,12 @@ def demo_loop(
     deadline: Annotated[
         float, typer.Option(min=60.0, help="wall seconds after which the loop ends anyway")
     ] = 1200.0,
+    pre_onset_hours: Annotated[
+        int, typer.Option(min=8, help="clean replay hours served before the drift starts")
+    ] = 30,
+    after_swap_hours: Annotated[
+        int, typer.Option(min=1, help="replay hours the new champion serves before the end")
+    ] = 24,
 ) -> None:
     """The closed loop on an accelerated replay clock: drift -> alert -> retrain -> new champion.
 
@@ -140,7 +146,13 @@ def demo_loop(
     from rps.monitoring.closed_loop import ClosedLoop, LoopError, LoopPlan
 
     settings, params = load_config()
-    plan = LoopPlan(speed=speed, workers=workers, deadline_s=deadline)
+    plan = LoopPlan(
+        speed=speed,
+        workers=workers,
+        deadline_s=deadline,
+        pre_onset_hours=pre_onset_hours,
+        after_swap_hours=after_swap_hours,
+    )
     with fail_on(LoopError):
         loop = ClosedLoop(
             settings, params, plan, say=lambda line: console.print(line, markup=False)

@@ -151,7 +151,6 @@ def auth_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"-s3.config={config}",
         *[f"-{name}.port={port}" for name, port in ports.items()],
         *[f"-{name}.port.grpc={port}" for name, port in grpc.items()],
-        "-volume.max=5",
     ]
     log = root / "weed.log"
     with log.open("wb") as out:
@@ -171,9 +170,13 @@ def auth_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             aws_secret_access_key=TOKEN,
         )
         try:
-            client.create_bucket(Bucket="dvc")
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
+            try:
+                client.create_bucket(Bucket="dvc")
+            except client.exceptions.BucketAlreadyOwnedByYou:
+                pass
+            # the filer answers before a volume server has registered: write to be sure
+            client.put_object(Bucket="dvc", Key="ready-probe", Body=b"ok")
+            client.delete_object(Bucket="dvc", Key="ready-probe")
         except Exception as exc:  # not up yet: connection refused, 5xx while starting
             raise NotReadyError(str(exc)) from exc
         return True

@@ -76,14 +76,19 @@ ci-local: install ## ci-dev, ci-test and cd-production steps here, in order, wit
 	@echo "== ci-dev: lint, fast tests (state in $(CI_LOCAL_STATE))"
 	$(MAKE) lint
 	$(MAKE) test-fast
-	@echo "== ci-test: DAG run, candidate vs champion"
-	$(RUN) rps dag run --reason ci-local
+	@echo "== ci-test: DAG run without promotion, challenger vs champion"
+	$(RUN) rps model info champion >/dev/null 2>&1 || \
+	  $(RUN) rps dag run --end $$(date -u -d '7 days ago' +%Y-%m-%dT%H:00:00Z) --reason ci-local-baseline
+	$(RUN) rps dag run --no-promote --reason ci-local
 	@mkdir -p $(CI_LOCAL_STATE)
-	@candidate=$$($(RUN) rps deploy newest-version) && \
-	  $(RUN) rps model compare --candidate $$candidate --against champion \
+	@$(RUN) rps model compare --candidate challenger --against champion \
 	    --output $(CI_LOCAL_STATE)/report.md || \
-	  { echo "ci-local: candidate v$$candidate is worse than the champion; report: $(CI_LOCAL_STATE)/report.md"; exit 1; }
-	@echo "== cd-production: fetch the champion, build, run, verify, stop (nothing is pushed)"
+	  { echo "ci-local: the challenger is worse than the champion; report: $(CI_LOCAL_STATE)/report.md"; exit 1; }
+	@echo "== cd-production: promote the challenger, fetch the champion, build, run, verify, stop (nothing is pushed)"
+	@challenger=$$($(RUN) rps model info challenger | jq -r .version) && \
+	  champion=$$($(RUN) rps model info champion | jq -r .version) && \
+	  if [ "$$challenger" != "$$champion" ]; then \
+	    $(RUN) rps model promote $$challenger --reason "ci-local: challenger compared with v$$champion"; fi
 	set -o pipefail; $(RUN) rps deploy fetch-model --ref champion --dest $(CI_LOCAL_STATE)/model \
 	  | tee $(CI_LOCAL_STATE)/fetch.txt
 	$(RUN) rps deploy build --no-fetch --model-dir $(CI_LOCAL_STATE)/model --tag $(CI_LOCAL_IMAGE) \

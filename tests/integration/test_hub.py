@@ -8,6 +8,7 @@ hub (a repository URL, a user, a token) plus the three loopback addresses.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -151,7 +152,9 @@ def auth_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"-s3.config={config}",
         *[f"-{name}.port={port}" for name, port in ports.items()],
         *[f"-{name}.port.grpc={port}" for name, port in grpc.items()],
-        "-volume.max=5",
+        "-s3.port.iceberg=0",  # the Iceberg and Lance listeners are not needed (fixed ports)
+        "-s3.port.lance=0",
+        f"-metricsPort={free_port()}",
     ]
     log = root / "weed.log"
     with log.open("wb") as out:
@@ -171,9 +174,11 @@ def auth_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             aws_secret_access_key=TOKEN,
         )
         try:
-            client.create_bucket(Bucket="dvc")
-        except client.exceptions.BucketAlreadyOwnedByYou:
-            pass
+            with contextlib.suppress(client.exceptions.BucketAlreadyOwnedByYou):
+                client.create_bucket(Bucket="dvc")
+            # the filer answers before a volume server has registered: write to be sure
+            client.put_object(Bucket="dvc", Key="ready-probe", Body=b"ok")
+            client.delete_object(Bucket="dvc", Key="ready-probe")
         except Exception as exc:  # not up yet: connection refused, 5xx while starting
             raise NotReadyError(str(exc)) from exc
         return True

@@ -114,3 +114,31 @@ def test_interval_is_history_days_ending_on_the_hour(params):
     interval = Interval.ending_at("2026-06-15T12:34:00Z", params)
     assert interval.end == pd.Timestamp("2026-06-15 12:00", tz="UTC")
     assert interval.end - interval.start == pd.Timedelta(days=params.data.history_days)
+
+
+def test_tasks_one_process_each_through_manifest_files(settings, tmp_path):
+    """What the DVC stages run: `rps pipeline --task NAME`, each on the previous manifest."""
+    from rps.data.pipeline import DATA_TASKS
+
+    runner = CliRunner()
+    end = "2026-06-15T12:00:00Z"
+    folder = tmp_path / "stages"
+    early = runner.invoke(
+        app, ["pipeline", "--task", "validate", "--end", end, "--manifest-dir", str(folder)]
+    )
+    assert early.exit_code == 1 and "run task 'extract' first" in early.output
+    unknown = runner.invoke(app, ["pipeline", "--task", "train", "--manifest-dir", str(folder)])
+    assert unknown.exit_code == 1 and "unknown data task 'train'" in unknown.output
+
+    for task in DATA_TASKS:
+        result = runner.invoke(
+            app, ["pipeline", "--task", task, "--end", end, "--manifest-dir", str(folder)]
+        )
+        assert result.exit_code == 0, result.output
+        assert f"ok {task}" in result.output
+    manifest = json.loads((folder / "version.json").read_text())
+    md5 = manifest["dataset_md5"]
+    catalog = (settings.state_path / "datasets.jsonl").read_text().splitlines()
+    assert json.loads(catalog[-1])["md5"] == md5 == manifest["dataset_md5"]
+    assert manifest["storage_uri"] == manifest["dvc_storage_uri"]
+    assert Path(manifest["profile_html"]).is_file() and manifest["profile_run_id"]

@@ -121,8 +121,12 @@ def pipeline(
         ),
     ] = None,
     manifest_dir: Annotated[
-        Path, typer.Option(help="where --task reads and writes the tasks' JSON manifests")
-    ] = Path(".rps/stages"),
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            help="where --task reads and writes the tasks' JSON manifests "
+            "(default: <state dir>/stages)"
+        ),
+    ] = None,
 ) -> None:
     """Run the data pipeline: extract, gate, transform, profile, load, version."""
     from rps.data.pipeline import Interval, run_pipeline, run_task_files
@@ -130,9 +134,10 @@ def pipeline(
     settings, params = load_config()
     interval = Interval.ending_at(end, params)
     if task is not None:
+        folder = manifest_dir or settings.state_path / "stages"
         with fail_on(*_errors()):
-            run_task_files(task, settings, params, interval, manifest_dir, source_name=source)
-        console.print(f"  [green]ok[/green] {task:<9} {manifest_dir / (task + '.json')}")
+            run_task_files(task, settings, params, interval, folder, source_name=source)
+        console.print(f"  [green]ok[/green] {task:<9} {folder / (task + '.json')}")
         return
     console.print(
         f"data pipeline: {interval.start:%Y-%m-%d %H:%M} .. {interval.end:%Y-%m-%d %H:%M}"

@@ -21,17 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rps.data.catalog import (
+    CATALOG_NAME,
+    MIN_PREFIX,
+    PATH_IN_REPO,
+    DatasetNotFoundError,
+    DatasetVersion,
+    VersioningError,
+    append_catalog,
+    list_datasets,
+    read_catalog,
+    resolve,
+)
 from rps.data.storage import StorageError, ensure_bucket
 from rps.files import file_digest, file_lock, write_atomic
 from rps.git import GitError, run_git
@@ -43,71 +52,24 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+__all__ = [
+    "CATALOG_NAME",
+    "MIN_PREFIX",
+    "DatasetNotFoundError",
+    "DatasetVersion",
+    "VersioningError",
+    "ensure_dvc_repo",
+    "list_datasets",
+    "load_dataset",
+    "push_dataset",
+    "remote_url",
+    "version_dataset",
+]
+
 REMOTE_NAME = "storage"
-PATH_IN_REPO = "data/observations.parquet"
-CATALOG_NAME = "datasets.jsonl"
-MIN_PREFIX = 7
 GIT_REMOTE_NAME = "origin"
 GIT_BRANCH = "main"
 _GIT_USER = ("rps", "rps@localhost")
-
-
-class VersioningError(RuntimeError):
-    """A dataset could not be versioned or loaded (git, DVC or the remote failed)."""
-
-
-class DatasetNotFoundError(VersioningError, LookupError):
-    """No registered dataset version matches the request."""
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    """One registered dataset version.
-
-    Attributes:
-        md5: DVC's content hash of the parquet file (the version's identity).
-        size: file size in bytes.
-        rows: number of rows in the parquet file.
-        git_rev: the commit of the DVC workspace that records this version, or None when
-            git commits are disabled (``settings.dvc_git_commit``).
-        remote: the DVC remote's URL at the time of versioning.
-        storage_uri: the object's URI on that remote (``file://...`` or ``s3://...``).
-        created_at: when the version was registered (UTC).
-        path_in_repo: the tracked file's path inside the DVC workspace.
-    """
-
-    md5: str
-    size: int
-    rows: int
-    git_rev: str | None
-    remote: str
-    storage_uri: str
-    created_at: datetime
-    path_in_repo: str = PATH_IN_REPO
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-serialisable dict (``created_at`` as ISO 8601)."""
-        data = asdict(self)
-        data["created_at"] = self.created_at.isoformat()
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> DatasetVersion:
-        """Inverse of :meth:`to_json`.
-
-        Raises:
-            KeyError, TypeError, ValueError: the dict is not a dataset version.
-        """
-        return cls(
-            md5=str(data["md5"]),
-            size=int(data["size"]),
-            rows=int(data["rows"]),
-            git_rev=None if data.get("git_rev") is None else str(data["git_rev"]),
-            remote=str(data["remote"]),
-            storage_uri=str(data["storage_uri"]),
-            created_at=datetime.fromisoformat(str(data["created_at"])),
-            path_in_repo=str(data.get("path_in_repo", PATH_IN_REPO)),
-        )
 
 
 # helpers -------------------------------------------------------------------------------
@@ -297,34 +259,6 @@ def _push_git(repo_path: Path, settings: Settings) -> None:
     logger.info("pushed the data registry to %s", settings.data_git_remote_display)
 
 
-def _catalog_path(settings: Settings) -> Path:
-    return settings.state_path / CATALOG_NAME
-
-
-def _read_catalog(settings: Settings) -> list[DatasetVersion]:
-    path = _catalog_path(settings)
-    if not path.exists():
-        return []
-    entries = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            entries.append(DatasetVersion.from_json(json.loads(line)))
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("skipping malformed line %d of %s: %s", number, path, exc)
-    return entries
-
-
-def _append_catalog(settings: Settings, version: DatasetVersion) -> None:
-    path = _catalog_path(settings)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(version.to_json(), sort_keys=True) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-
-
 def _storage_uri(repo_path: Path, settings: Settings) -> str:
     """The remote URL of the workspace's current ``data/observations.parquet``."""
     import dvc.api
@@ -493,7 +427,7 @@ def _register(
 ) -> DatasetVersion:
     remote = remote_url(settings)
 
-    catalog = _read_catalog(settings)
+    catalog = read_catalog(settings)
     if catalog and catalog[-1].md5 == md5:
         return catalog[-1]
     version = DatasetVersion(
@@ -505,7 +439,7 @@ def _register(
         storage_uri=storage_uri,
         created_at=datetime.now(UTC),
     )
-    _append_catalog(settings, version)
+    append_catalog(settings, version)
     return version
 
 
@@ -528,7 +462,7 @@ def _rollback(
             if content is None:
                 path.unlink(missing_ok=True)
             else:
-                path.write_bytes(content)
+                write_atomic(path, content)
         rel = [str(p.relative_to(repo_path)) for p in snapshot]
         _git(repo_path, "reset", "-q", "--", *rel, check=False)
         if snapshot[dvc_file] is None:
@@ -538,37 +472,6 @@ def _rollback(
                 repo.checkout(targets=[str(dvc_file)], force=True)
     except Exception:  # the original error matters more; leave a trace of this one
         logger.exception("rolling back the DVC workspace %s failed", repo_path)
-
-
-def list_datasets(settings: Settings) -> list[DatasetVersion]:
-    """The registered versions, oldest first, one per md5 (its latest registration)."""
-    latest: dict[str, DatasetVersion] = {}
-    for version in _read_catalog(settings):
-        latest.pop(version.md5, None)
-        latest[version.md5] = version
-    return list(latest.values())
-
-
-def _resolve(settings: Settings, md5: str | None) -> DatasetVersion:
-    versions = list_datasets(settings)
-    known = ", ".join(v.md5 for v in reversed(versions[-5:])) or "none"
-    if not versions:
-        raise DatasetNotFoundError(f"no dataset versions registered in {_catalog_path(settings)}")
-    if md5 is None:
-        return versions[-1]
-    prefix = md5.strip().lower()
-    if len(prefix) < MIN_PREFIX:
-        raise DatasetNotFoundError(
-            f"md5 prefix {md5!r} is too short (need >= {MIN_PREFIX} characters); known: {known}"
-        )
-    matches = [v for v in versions if v.md5.startswith(prefix)]
-    if not matches:
-        raise DatasetNotFoundError(f"unknown dataset version {md5!r}; newest known: {known}")
-    if len(matches) > 1:
-        raise DatasetNotFoundError(
-            f"md5 prefix {md5!r} is ambiguous: {', '.join(v.md5 for v in matches)}"
-        )
-    return matches[0]
 
 
 def load_dataset(settings: Settings, md5: str | None = None) -> tuple[pd.DataFrame, DatasetVersion]:
@@ -593,7 +496,7 @@ def load_dataset(settings: Settings, md5: str | None = None) -> tuple[pd.DataFra
     import dvc.api
     from dvc.exceptions import PathMissingError
 
-    version = _resolve(settings, md5)
+    version = resolve(settings, md5)
     repo_path = settings.dvc_repo_path.absolute()
     with _locked(repo_path):
         _ensure_repo(settings)

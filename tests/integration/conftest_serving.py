@@ -326,7 +326,7 @@ def start_server(
     extra_env: dict[str, str] | None = None,
     use_cli: bool | None = None,
     wait_for_model: bool = True,
-    ready_timeout: float = 90.0,
+    ready_timeout: float = 240.0,
 ) -> ServerHandle:
     """Start a prediction server subprocess and wait until it answers.
 

@@ -26,6 +26,9 @@ APP_FACTORY = "rps.serving.app:create_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 INSTANCE_ENV = "RPS_SERVE_INSTANCE"
 STARTED_AT_ENV = "RPS_SERVE_STARTED_AT"
+# uvicorn's supervisor kills a worker that does not answer its ping within this many seconds;
+# its default (5 s) kills workers still importing LightGBM on a busy host, again and again
+WORKER_HEALTHCHECK_TIMEOUT_S = 60
 
 
 def prepare_multiprocess_dir(path: Path) -> Path:
@@ -118,4 +121,5 @@ def run(
         log_config=uvicorn_log_config(log_level),
         access_log=access_log,
         timeout_graceful_shutdown=10,
+        timeout_worker_healthcheck=WORKER_HEALTHCHECK_TIMEOUT_S,
     )

@@ -13,7 +13,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from rps.features.build import FeatureError, build_feature_row
+from rps.features.online import build_feature_row
+from rps.features.spec import FeatureError
 from rps.serving.errors import InputError
 from rps.serving.schemas import Observation
 from rps.serving.served import ServedModel

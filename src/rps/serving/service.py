@@ -19,7 +19,8 @@ from typing import Any, TypedDict, cast
 
 import numpy as np
 
-from rps.features.build import FeatureError, build_feature_row
+from rps.features.online import build_feature_row
+from rps.features.spec import FeatureError
 from rps.params import DriftParams, LocationParams, Params, ParamsError, load_params
 from rps.serving.accuracy import LiveAccuracy, LoggedPrediction, PredictionLog
 from rps.serving.drift import DriftMonitor

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from rps.data.schema import TIME
-from rps.features.build import FeatureSpec
+from rps.features.spec import FeatureSpec
 from rps.serving.errors import UnavailableError
 
 logger = logging.getLogger(__name__)

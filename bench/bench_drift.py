@@ -304,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
         return "never" if not np.isfinite(value) else f"{value:.0f}"
 
     def verdict(row: dict[str, Any]) -> str:
+        if row["refused"] > 0:
+            return "n/a (rows refused, see below)"
         if row["rmse_ratio"] < RMSE_MATTERS:
             return "n/a (RMSE +<25 %)"
         goal = GOAL_DELAY_SENSOR_H if row["scenario"] in SENSOR_FAULTS else GOAL_DELAY_H

@@ -62,16 +62,16 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "magnitude": 5.0,
     },
     "variance T x2": {"kind": "variance", "variables": ["temperature_2m"], "magnitude": 2.0},
-    "daily cycle T 6 h late": {
+    "daily cycle T 6 h late (default demo)": {
         "kind": "daily_cycle",
         "variables": ["temperature_2m"],
         "magnitude": 6,
     },
-    "stuck T (default demo)": {"kind": "stuck", "variables": ["temperature_2m"]},
+    "stuck T": {"kind": "stuck", "variables": ["temperature_2m"]},
     "stuck pressure": {"kind": "stuck", "variables": ["surface_pressure"]},
     "missing T bursts (6 h of 24)": {"kind": "missing", "variables": ["temperature_2m"]},
 }
-SENSOR_FAULTS = {"bias T +3 degC", "bias Td +3 degC", "stuck T (default demo)", "stuck pressure"}
+SENSOR_FAULTS = {"bias T +3 degC", "bias Td +3 degC", "stuck T", "stuck pressure"}
 
 log = logging.getLogger("bench_drift")
 

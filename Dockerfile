@@ -1,7 +1,11 @@
-# The RPS prediction service: core + `serve` extra only, the champion bundle baked in.
+# The RPS prediction service: core + `serve` extra only (no pandas, pyarrow, scikit-learn,
+# MLflow or Airflow). Two targets:
 #
-#   rps deploy build                       # fetches the champion into model/, then builds
-#   docker build --build-arg MODEL_DIR=model/ -t rps-api:dev .
+#   docker build --target registry -t rps-api:dev .   # no model inside: follows the registry's
+#                                                     # champion (RPS_MLFLOW_TRACKING_URI)
+#   rps deploy build                                  # default target `baked`: fetches the
+#   docker build --build-arg MODEL_DIR=model/ -t rps-api:v3 .   # champion into model/ first,
+#                                                     # an immutable release (RPS_MODEL_DIR)
 #
 # BASE_IMAGE must provide `python3` 3.11 with the venv module (python:3.11-slim, or a local
 # Debian bookworm rootfs with python3 + python3-venv where no registry is reachable).
@@ -51,10 +55,14 @@ RUN /opt/uv/bin/uv sync --frozen --no-dev --extra serve --no-editable \
     && /opt/venv/bin/python -c "import rps.cli, fastapi, uvicorn, lightgbm, prometheus_client" \
     && ! /opt/venv/bin/python -c "import airflow" 2>/dev/null \
     && ! /opt/venv/bin/python -c "import mlflow" 2>/dev/null \
-    && ! /opt/venv/bin/python -c "import ydata_profiling" 2>/dev/null
+    && ! /opt/venv/bin/python -c "import ydata_profiling" 2>/dev/null \
+    && ! /opt/venv/bin/python -c "import pandas" 2>/dev/null \
+    && ! /opt/venv/bin/python -c "import pyarrow" 2>/dev/null \
+    && ! /opt/venv/bin/python -c "import sklearn" 2>/dev/null
 
 # ---------------------------------------------------------------------------------------
-FROM base AS runtime
+# registry: no model inside; serves models:/<name>@champion and follows the alias.
+FROM base AS registry
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -62,27 +70,32 @@ ENV PATH=/opt/venv/bin:${PATH} \
     RPS_PROJECT_ROOT=/app \
     RPS_PARAMS_PATH=/app/params.yaml \
     RPS_STATE_DIR=/var/lib/rps \
-    RPS_MODEL_DIR=/app/model \
     RPS_API_HOST=0.0.0.0 \
     RPS_API_PORT=8000
 WORKDIR /app
 EXPOSE 8000
-# urllib from the standard library: no curl in the image. The port follows RPS_API_PORT so a
-# container started with `--port N` (and RPS_API_PORT=N) stays healthy.
+# Healthy = ready (a model is loaded; /health/live is the liveness probe). urllib from the
+# standard library: no curl in the image. The port follows RPS_API_PORT so a container started
+# with `--port N` (and RPS_API_PORT=N) stays healthy.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python3", "-c", "import os, sys, urllib.request; port = os.environ.get('RPS_API_PORT', '8000'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=4).status == 200 else 1)"]
+    CMD ["python3", "-c", "import os, sys, urllib.request; port = os.environ.get('RPS_API_PORT', '8000'); sys.exit(0 if urllib.request.urlopen(f'http://127.0.0.1:{port}/health/ready', timeout=4).status == 200 else 1)"]
 CMD ["rps", "serve", "--host", "0.0.0.0", "--port", "8000"]
 USER 10001:10001
 COPY --from=builder /opt/venv /opt/venv
 COPY params.yaml /app/params.yaml
+ARG GIT_SHA=unknown
+LABEL org.opencontainers.image.title="rps-api" \
+      org.opencontainers.image.description="RPS prediction service (hourly temperature forecasts)" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${GIT_SHA}"
+
+# ---------------------------------------------------------------------------------------
+# baked (the default target): an immutable release with the bundle inside (RPS_MODEL_DIR).
+FROM registry AS baked
+ENV RPS_MODEL_DIR=/app/model
 # A bundle directory inside the build context (written by `rps deploy fetch-model`, files
 # world-readable: they are owned by root in the image and read by the service user).
 ARG MODEL_DIR=model/
 COPY ${MODEL_DIR} /app/model
 ARG MODEL_VERSION=unknown
-ARG GIT_SHA=unknown
-LABEL org.opencontainers.image.title="rps-api" \
-      org.opencontainers.image.description="RPS prediction service (hourly temperature forecasts)" \
-      org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.revision="${GIT_SHA}" \
-      io.rps.model.version="${MODEL_VERSION}"
+LABEL io.rps.model.version="${MODEL_VERSION}"

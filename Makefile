@@ -20,6 +20,10 @@ run: install ## The main job on the embedded default (replayed real weather, loc
 demo-drift: install ## The main job, then drifted traffic: watch DataDriftDetected fire and retrain
 	$(RUN) rps run --demo-drift
 
+.PHONY: demo-loop
+demo-loop: install ## The closed loop on an accelerated clock: drift -> alert -> retrain -> new champion
+	$(RUN) rps demo-loop
+
 .PHONY: test
 test: install ## The whole test suite with coverage (slow tests included)
 	$(RUN) pytest --cov --cov-report=term --cov-report=xml --cov-fail-under=80

@@ -13,11 +13,17 @@ What it measures (one run, written to ``bench/results/serving.json`` and printed
   hide its queueing: achieved rate, p50, p99, errors or timeouts (10 s);
 * RSS of every server process after the load.
 
-Servers: ``rps serve`` with 1 and 2 workers, and ``mlflow models serve --env-manager local`` of
-the same bundle logged as a pyfunc model to a local MLflow store (SQLite + local artifacts).
+Servers: the floor (a bare FastAPI endpoint calling the same LightGBM Booster under the same
+uvicorn: no validation beyond JSON, no metrics, no drift), ``rps serve`` with 1 and 2 workers
+(metrics and drift on), and ``mlflow models serve --env-manager local`` of the same bundle logged
+as a pyfunc model to a local MLflow store (SQLite + local artifacts). ``--serve-python`` runs the
+floor and ``rps serve`` with another interpreter, e.g. a serving-only venv
+(``UV_PROJECT_ENVIRONMENT=/tmp/serve-venv uv sync --no-dev --extra serve``, as the image), whose
+size on disk is reported too.
 
-Usage: ``.venv/bin/python bench/bench_serving.py [--duration 15] [--rate 500]``. Run it on a
-quiet machine: wrk, the load generator and the servers share the same cores.
+Usage: ``.venv/bin/python bench/bench_serving.py [--duration 15] [--rate 500]
+[--serve-python /tmp/serve-venv/bin/python]``. Run it on a quiet machine: wrk, the load
+generator and the servers share the same cores.
 """
 
 from __future__ import annotations
@@ -82,8 +88,8 @@ def in_process(
     from rps.features.build import build_feature_row
     from rps.models.bundle import load_bundle
     from rps.params import load_params
-    from rps.serving.predictor import build_served_model
     from rps.serving.schemas import Observation, PredictRequest
+    from rps.serving.served import build_served_model
     from rps.serving.service import PredictionService
     from rps.settings import Settings
 
@@ -184,7 +190,49 @@ class Server:
                 self.process.wait(timeout=10)
 
 
-def start_rps(bundle_dir: Path, workdir: Path, workers: int) -> Server:
+FLOOR_APP = """
+import os
+
+import lightgbm
+import numpy as np
+import orjson
+from fastapi import FastAPI, Request, Response
+
+booster = lightgbm.Booster(model_file=os.environ["FLOOR_MODEL_FILE"])
+names = booster.feature_name()
+app = FastAPI()
+
+
+@app.post("/predict")
+async def predict(request: Request) -> Response:
+    rows = orjson.loads(await request.body())["rows"]
+    matrix = np.asarray([[row[name] for name in names] for row in rows], dtype=float)
+    point = booster.predict(matrix, num_threads=1)
+    return Response(orjson.dumps({"predictions": point.tolist()}), media_type="application/json")
+"""
+
+
+def start_floor(bundle_dir: Path, workdir: Path, python: Path) -> Server:
+    """The bare FastAPI endpoint around the bundle's Booster (one uvicorn worker)."""
+    port = free_port()
+    (workdir / "floor_app.py").write_text(FLOOR_APP)
+    env = {**os.environ, "FLOOR_MODEL_FILE": str(bundle_dir / "model.txt")}
+    argv = [str(python), "-m", "uvicorn", "floor_app:app", "--app-dir", str(workdir)]
+    argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    argv += ["--log-level", "warning"]
+    server = Server("floor", argv, env, f"http://127.0.0.1:{port}", workdir / "floor.log")
+    server.wait_ready("/docs")
+    return server
+
+
+def venv_size_mb(python: Path) -> float:
+    """Size on disk of the venv holding ``python`` (``<venv>/bin/python``)."""
+    venv = python.parent.parent
+    total = sum(p.stat().st_size for p in venv.rglob("*") if p.is_file() and not p.is_symlink())
+    return total / 2**20
+
+
+def start_rps(bundle_dir: Path, workdir: Path, workers: int, python: Path | None = None) -> Server:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RPS_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
@@ -195,7 +243,8 @@ def start_rps(bundle_dir: Path, workdir: Path, workers: int) -> Server:
             "RPS_PROJECT_ROOT": str(REPO_ROOT),
         }
     )
-    argv = [str(VENV_BIN / "rps"), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    rps = (python.parent if python else VENV_BIN) / "rps"
+    argv = [str(rps), "serve", "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--workers", str(workers), "--model-dir", str(bundle_dir), "--log-level", "warning"]
     server = Server(
         f"rps serve --workers {workers}",
@@ -463,6 +512,12 @@ def main() -> None:
         "--out", type=Path, default=REPO_ROOT / "bench" / "results" / "serving.json"
     )
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument(
+        "--serve-python",
+        type=Path,
+        default=None,
+        help="interpreter of a serving-only venv for the floor and rps serve",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
@@ -489,16 +544,25 @@ def main() -> None:
                 "data": [[row[n] for n in spec.feature_names]],
             }
         }
+        serve_python = args.serve_python
+        results["serve_python"] = str(serve_python or sys.executable)
+        results["serve_venv_mb"] = venv_size_mb(Path(serve_python or sys.executable))
         targets: list[tuple[str, Callable[[], Server], str, dict[str, Any]]] = [
             (
+                "floor (bare FastAPI + Booster)",
+                lambda: start_floor(bundle_dir, workdir, Path(serve_python or sys.executable)),
+                "/predict",
+                rps_body,
+            ),
+            (
                 "rps serve, 1 worker",
-                lambda: start_rps(bundle_dir, workdir, 1),
+                lambda: start_rps(bundle_dir, workdir, 1, serve_python),
                 "/predict",
                 rps_body,
             ),
             (
                 "rps serve, 2 workers",
-                lambda: start_rps(bundle_dir, workdir, 2),
+                lambda: start_rps(bundle_dir, workdir, 2, serve_python),
                 "/predict",
                 rps_body,
             ),
@@ -543,6 +607,12 @@ def main() -> None:
                 }
             finally:
                 server.stop()
+        if not args.skip_mlflow:
+            results["mlflow_venv_mb"] = venv_size_mb(Path(sys.executable))
+        floor = results["servers"].get("floor (bare FastAPI + Booster)")
+        if floor:
+            for data in results["servers"].values():
+                data["vs_floor"] = data["wrk"]["req_per_s"] / floor["wrk"]["req_per_s"]
         results["machine"]["load_after"] = os.getloadavg()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -556,16 +626,25 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         f"wrk -t2 -c{args.connections} -d{args.duration}s, POST one row; open loop "
         f"{args.rate:.0f} req/s for {args.open_seconds:.0f} s (asyncio streams + uvloop).",
         "",
-        "| server | wrk req/s | wrk p50 ms | wrk p99 ms | at-rate req/s | at-rate p50 ms "
-        "| at-rate p99 ms | RSS MB per process |",
-        "|---|---:|---:|---:|---:|---:|---:|---|",
+        f"Serving interpreter: {results.get('serve_python')} (venv "
+        f"{results.get('serve_venv_mb', float('nan')):.0f} MB on disk"
+        + (
+            f"; mlflow's: {results['mlflow_venv_mb']:.0f} MB)."
+            if "mlflow_venv_mb" in results
+            else ")."
+        ),
+        "",
+        "| server | wrk req/s | x floor | wrk p50 ms | wrk p99 ms | at-rate req/s "
+        "| at-rate p50 ms | at-rate p99 ms | RSS MB per process |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for label, data in results.get("servers", {}).items():
         w, o = data["wrk"], data["open_loop"]
         rss = ", ".join(f"{v:.0f}" for v in data["rss_mb"].values())
         lines.append(
-            f"| {label} | {w['req_per_s']:.0f} | {w['p50_ms']:.2f} | {w['p99_ms']:.2f} | "
-            f"{o['achieved_req_per_s']:.0f} | {o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {rss} |"
+            f"| {label} | {w['req_per_s']:.0f} | {data.get('vs_floor', float('nan')):.2f} | "
+            f"{w['p50_ms']:.2f} | {w['p99_ms']:.2f} | {o['achieved_req_per_s']:.0f} | "
+            f"{o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {rss} |"
         )
     lines += ["", "| in-process step | us |", "|---|---:|"]
     for key, value in results.get("in_process_us", {}).items():

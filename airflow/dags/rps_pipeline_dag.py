@@ -5,8 +5,14 @@ extract -> quality_gate -> transform -> profile -> load -> version -> train -> e
 
 Wiring only: each task imports ``rps`` inside its body and makes one call into
 ``rps.orchestration.steps``; XCom carries a small manifest of paths and IDs. Every task works
-on the run's data interval, never the wall clock. Trigger with conf ``{"reason": "drift"}``
-(or any manual trigger) to retrain as the schedule would; unknown conf keys fail the run.
+on the run's data interval, never the wall clock. train logs a run and its candidate,
+evaluate computes the gate's evidence, register creates a version (alias challenger),
+promote applies the gate and moves champion.
+
+Conf keys (unknown keys fail the run): ``reason`` (text; a drift alert's name such as
+``"DataDriftDetected: ..."`` makes the run adapt to the new regime), ``source``,
+``promote`` (``false`` stops before promote: champion stays), ``adapt`` (true: retrain for a
+drift) and ``drift_onset`` (ISO 8601; default: estimated from the champion's errors).
 """
 
 from __future__ import annotations

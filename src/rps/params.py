@@ -75,6 +75,17 @@ class FeatureParams(_Strict):
 class PromotionParams(_Strict):
     significance: float = Field(default=0.05, gt=0, lt=1)
     non_inferiority_margin: float = Field(default=0.0, ge=0, lt=1)
+    # drift-triggered runs (rps.models.adaptation): the gate judges the newest hours after the
+    # onset only, and promotes only a significantly better challenger
+    recent_window_hours: int = Field(default=168, ge=24)
+    drift_requires_superiority: bool = True
+
+
+class AdaptationParams(_Strict):
+    """How a drift-triggered run trains with the recent regime in view."""
+
+    recent_weight_share: float = Field(default=0.5, gt=0, lt=1)
+    onset_lookback_hours: int = Field(default=504, ge=96)
 
 
 class TrainParams(_Strict):
@@ -84,6 +95,7 @@ class TrainParams(_Strict):
     seed: int = 42
     interval_alpha: float = Field(default=0.1, gt=0, lt=1)
     promotion: PromotionParams = PromotionParams()
+    adaptation: AdaptationParams = AdaptationParams()
     search_space: dict[str, dict[str, tuple[float, float]]] = {}
 
 

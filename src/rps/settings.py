@@ -7,8 +7,10 @@ Nothing here touches the filesystem at import time; call :func:`get_settings` an
 from __future__ import annotations
 
 from functools import lru_cache
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +35,11 @@ class Settings(BaseSettings):
     source: Literal["open_meteo", "replay", "synthetic"] = "replay"
     replay_file: Path | None = None  # a TMY3 CSV; default: pvlib's Greensboro NC station
     replay_speed: float = 1.0  # recorded hours per wall-clock hour
+    # a replay clock shared by every process (API, receiver, DAG runs): at wall time
+    # replay_anchor the replay reads replay_origin, and runs replay_speed times faster from
+    # there; unset, each process anchors at its own start and replay time starts at wall time
+    replay_anchor: datetime | None = None
+    replay_origin: datetime | None = None
     open_meteo_forecast_url: str = "https://api.open-meteo.com/v1/forecast"
     open_meteo_archive_url: str = "https://archive-api.open-meteo.com/v1/archive"
     http_timeout_s: float = 10.0
@@ -67,8 +74,15 @@ class Settings(BaseSettings):
     model_dir: Path | None = None  # a local bundle baked into the image
     max_batch_rows: int = 1000
     max_body_bytes: int = 1_000_000
+    # registry mode (no model_dir): seconds between champion version checks (0: only
+    # POST /model/reload), and the longest backoff while the registry does not answer
+    model_check_seconds: float = 30.0
+    model_check_backoff_max_s: float = 300.0
 
     # orchestration and alerting
+    # API base URLs whose POST /model/reload the promote step calls after a new champion
+    # (comma separated; bearer token: api_token). Failures are logged only: the API also polls.
+    api_reload_urls: str = ""
     airflow_home: Path | None = None  # default: <state_dir>/airflow
     airflow_api_url: str | None = None
     airflow_username: str | None = None
@@ -81,6 +95,62 @@ class Settings(BaseSettings):
     alert_email_to: str | None = None
     alert_email_from: str = "rps@localhost"
     retrain_cooldown_s: float = 3600.0
+
+    # data registry git remote and the hub (Dagshub): one repository URL, a user and a token
+    # derive the MLflow tracking URI, the DVC remote and the registry's git remote (cicd)
+    data_git_remote_url: str | None = None  # where the data registry's commits are pushed
+    hub_repo_url: str | None = None  # e.g. https://dagshub.com/<owner>/<repo>
+    hub_user: str | None = None
+    hub_token: SecretStr | None = None
+    hub_tracking_uri: str | None = None  # default: <hub_repo_url>.mlflow
+    hub_git_url: str | None = None  # default: <hub_repo_url>.git
+    hub_s3_endpoint_url: str | None = None  # default: <hub_repo_url>.s3 (DVC's S3 remote)
+    hub_dvc_remote_url: str = "s3://dvc"  # the bucket (and prefix) of the hub's DVC remote
+
+    @model_validator(mode="after")
+    def _derive_from_hub(self) -> Settings:
+        """With ``RPS_HUB_REPO_URL`` set, fill every hub URI and credential not set explicitly."""
+        if not self.hub_repo_url:
+            return self
+        base = self.hub_repo_url.rstrip("/").removesuffix(".git")
+        derived: dict[str, object] = {
+            "mlflow_tracking_uri": self.hub_tracking_uri or f"{base}.mlflow",
+            "mlflow_tracking_username": self.hub_user,
+            "mlflow_tracking_password": self.hub_token,
+            "storage_backend": "s3",
+            "dvc_remote_url": self.hub_dvc_remote_url,
+            "s3_endpoint_url": self.hub_s3_endpoint_url or f"{base}.s3",
+            "aws_access_key_id": self.hub_token,  # Dagshub takes the token as key id and secret
+            "aws_secret_access_key": self.hub_token,
+            "data_git_remote_url": self.hub_git_url or f"{base}.git",
+        }
+        for name, value in derived.items():
+            if name not in self.model_fields_set and value is not None:
+                object.__setattr__(self, name, value)
+        return self
+
+    @property
+    def hub_name(self) -> str | None:
+        """The hub's repository URL without credentials (for messages), or None."""
+        return _without_credentials(self.hub_repo_url) if self.hub_repo_url else None
+
+    @property
+    def data_git_remote(self) -> str | None:
+        """The data registry's git remote with the hub's user and token (HTTP(S) URLs only)."""
+        url = self.data_git_remote_url
+        if not url or self.hub_token is None or not url.startswith(("http://", "https://")):
+            return url
+        scheme, rest = url.split("://", 1)
+        if "@" in rest.split("/", 1)[0]:
+            return url
+        user = quote(self.hub_user or "token", safe="")
+        token = quote(self.hub_token.get_secret_value(), safe="")
+        return f"{scheme}://{user}:{token}@{rest}"
+
+    @property
+    def data_git_remote_display(self) -> str:
+        """:attr:`data_git_remote` without credentials."""
+        return _without_credentials(self.data_git_remote_url or "")
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
@@ -155,6 +225,15 @@ class Settings(BaseSettings):
         """Create the local state folders (only called by commands that write)."""
         for path in (self.raw_dir, self.processed_dir, self.cache_dir, self.local_store_dir):
             path.mkdir(parents=True, exist_ok=True)
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with any ``user:password@`` part removed."""
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    host, sep, path = rest.partition("/")
+    return f"{scheme}://{host.rsplit('@', 1)[-1]}{sep}{path}"
 
 
 @lru_cache(maxsize=1)

@@ -445,3 +445,97 @@ def serving_factory(tmp_path: Path) -> Iterator[Callable[..., ServerHandle]]:
     finally:
         for handle in started:
             handle.stop()
+
+
+# an MLflow server that proxies its artifacts ------------------------------------------------
+@dataclass
+class ProxiedMlflow:
+    """``mlflow server --serve-artifacts``: artifacts under ``root/artifacts``, served over HTTP
+    as ``mlflow-artifacts:/`` (the production layout, where the API cannot see the store)."""
+
+    url: str
+    root: Path
+    process: subprocess.Popen[bytes]
+
+    def settings(self, state_dir: Path, name: str) -> Any:
+        from rps.settings import Settings
+
+        return Settings(
+            mlflow_tracking_uri=self.url,
+            registered_model_name=name,
+            mlflow_experiment=f"{name}-experiment",
+            state_dir=state_dir / ".rps",
+            project_root=REPO_ROOT,
+            params_path=PARAMS_FILE,
+        )
+
+    def env(self, name: str, **extra: str) -> dict[str, str]:
+        """The API's environment for registry mode against this server."""
+        return {
+            "RPS_MLFLOW_TRACKING_URI": self.url,
+            "RPS_REGISTERED_MODEL_NAME": name,
+            **extra,
+        }
+
+    def stop(self) -> None:
+        import signal
+
+        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                self.process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+
+def start_proxied_mlflow(root: Path, timeout: float = 180.0) -> ProxiedMlflow:
+    """Start ``mlflow server`` (SQLite, proxied artifacts) on a free port and wait for /health."""
+    import tenacity
+
+    root.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("mlflow")),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--serve-artifacts",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--default-artifact-root",
+        "mlflow-artifacts:/",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with (root / "server.log").open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    server = ProxiedMlflow(url=f"http://127.0.0.1:{port}", root=root, process=process)
+
+    @tenacity.retry(
+        stop=tenacity.stop_after_delay(timeout),
+        wait=tenacity.wait_fixed(0.5),
+        retry=tenacity.retry_if_exception_type(httpx.HTTPError),
+        reraise=True,
+    )
+    def healthy() -> None:
+        if process.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with {process.returncode}")
+        httpx.get(f"{server.url}/health", timeout=2.0).raise_for_status()
+
+    try:
+        healthy()
+    except BaseException:
+        server.stop()
+        raise
+    return server

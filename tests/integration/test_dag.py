@@ -154,7 +154,7 @@ def test_dagbag_loads_with_the_expected_graph(project: Project) -> None:
 
     from rps.orchestration.airflow_home import dags_folder
 
-    bag = DagBag(dag_folder=str(dags_folder(project.settings("state-env"))), include_examples=False)
+    bag = DagBag(dag_folder=str(dags_folder(project.settings("state-env"))))
     assert bag.import_errors == {}
     dag = bag.get_dag(DAG_ID)
     assert dag is not None
@@ -166,7 +166,7 @@ def test_dagbag_loads_with_the_expected_graph(project: Project) -> None:
     assert all(dag.get_task(t).retries == 0 for t in TASK_IDS[1:])
     assert all(dag.get_task(t).on_failure_callback for t in TASK_IDS)
     assert dag.catchup is False and dag.max_active_runs == 1
-    assert dag.timetable.expression == "@daily"  # settings.dag_schedule
+    assert dag.timetable.expression == "0 0 * * *"  # settings.dag_schedule @daily (expanded)
 
 
 # the scheduled path --------------------------------------------------------------------------
@@ -245,3 +245,78 @@ def test_retrain_trigger_runs_in_process(project: Project, good: Any) -> None:
     assert last["event"] == "run_succeeded" and last["reason"] == "drift"
     assert last["run_id"] == result.run_id
     assert last["train_reused"] is False  # a new interval: new data, a new model version
+
+
+# model stages: promote or not ----------------------------------------------------------------
+STAGES_END = "2026-11-20T00:00:00+00:00"
+LATER_END = "2026-11-24T00:00:00+00:00"
+#: a search space that cannot fit anything: the challenger falls back to persistence
+WEAK_SPACE = {
+    "lightgbm": {"num_leaves": [2, 2], "learning_rate": [0.01, 0.01], "n_estimators": [1, 2]},
+    "ridge": {"alpha": [1e7, 1e8]},
+}
+
+
+@pytest.fixture(scope="module")
+def staged(project: Project) -> tuple[Settings, DagRunResult, DagRunResult]:
+    """From a fresh state: a run that promotes, then a --no-promote run of a worse model."""
+    settings = project.settings("state-stages")
+    first = run(settings, STAGES_END)
+    raw = yaml.safe_load(project.params_path.read_text())
+    raw["train"]["search_space"] = WEAK_SPACE
+    weak_path = project.root / "params-weak.yaml"
+    weak_path.write_text(yaml.safe_dump(raw))
+    weak = Settings(
+        project_root=project.root,
+        params_path=weak_path,
+        state_dir=settings.state_path,
+        airflow_home=project.root / "airflow-home",
+    )
+    second = run(weak, LATER_END, conf={"reason": "test", "promote": False})
+    return settings, first, second
+
+
+def test_a_no_promote_run_leaves_the_champion_and_adds_a_challenger(
+    staged: tuple[Settings, DagRunResult, DagRunResult],
+) -> None:
+    from rps.models.registry import history, version_info
+
+    settings, first, second = staged
+    assert first.succeeded and second.succeeded, [(t.task_id, t.state) for t in second.tasks]
+    assert version_info(settings, "champion")["version"] == "1"
+    assert version_info(settings, "challenger")["version"] == "2"
+    assert [e["version"] for e in history(settings)] == ["1"]  # champion moved once
+    summaries = [e for e in alert_lines(settings) if e["event"] == "run_succeeded"]
+    assert summaries[0]["promoted"] is True and summaries[0]["model_version"] == "1"
+    assert summaries[1]["promoted"] is False and summaries[1]["promotion_skipped"] is True
+    assert summaries[1]["model_version"] == "2" and summaries[1]["champion_version"] == "1"
+    assert version_info(settings, "2")["gate_decision"] in ("pending", "refused")
+
+
+def test_compare_fails_for_a_worse_challenger_and_refuses_a_version_against_itself(
+    staged: tuple[Settings, DagRunResult, DagRunResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from rps.cli import model as model_cli
+    from rps.settings import get_settings
+
+    settings, _, _ = staged
+    monkeypatch.setenv("RPS_STATE_DIR", str(settings.state_path))
+    app = typer.Typer()
+    model_cli.register(app)
+    get_settings.cache_clear()
+    try:
+        worse = CliRunner().invoke(
+            app, ["model", "compare", "--candidate", "challenger", "--against", "champion"]
+        )
+        itself = CliRunner().invoke(
+            app, ["model", "compare", "--candidate", "champion", "--against", "1"]
+        )
+    finally:
+        get_settings.cache_clear()
+    assert worse.exit_code == 1, worse.output
+    assert "REFUSED" in worse.output
+    assert itself.exit_code == 1
+    assert "same version (v1)" in itself.output and "compared with itself" in itself.output

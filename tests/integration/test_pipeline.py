@@ -38,9 +38,11 @@ def test_cli_pipeline_on_replay_prints_every_location(settings, monkeypatch):
         for line in (settings.state_path / "datasets.jsonl").read_text().splitlines()
     ]
     md5 = catalog[-1]["md5"]
-    assert (settings.local_store_dir / "datasets" / md5 / "observations.parquet").exists()
-    remote_files = list(Path(settings.dvc_remote).rglob("*"))
-    assert any(p.is_file() for p in remote_files)
+    # the object store is the DVC remote: one copy, content-addressed, nothing beside it
+    remote_files = [p for p in Path(settings.dvc_remote).rglob("*") if p.is_file()]
+    assert remote_files == [Path(settings.dvc_remote) / "files" / "md5" / md5[:2] / md5[2:]]
+    assert not list(settings.local_store_dir.rglob("*.parquet"))
+    assert f"ok load      {remote_files[0].as_uri()}" in result.output
     mlflow.set_tracking_uri(settings.tracking_uri)
     runs = mlflow.search_runs(
         experiment_names=[f"{settings.mlflow_experiment}-data"], output_format="list"
@@ -57,7 +59,7 @@ def test_same_interval_twice_gives_same_files_and_hash(settings, params):
     interval = Interval.ending_at(FIXED_NOW, small)
     first = run_pipeline(settings, small, interval, source_name="replay", profile=False)
     second = run_pipeline(settings, small, interval, source_name="replay", profile=False)
-    assert first.raw.path == second.raw.path
+    assert first.raw_path == second.raw_path
     assert first.version.md5 == second.version.md5
     assert first.version.git_rev == second.version.git_rev
     assert len(list(settings.raw_dir.glob("raw_data_*.csv"))) == 1
@@ -75,10 +77,11 @@ def test_pipeline_against_s3(settings, params, s3_endpoint, monkeypatch):
         source_name="replay",
         profile=False,
     )
-    assert result.storage_uri == f"s3://{bucket}/datasets/{result.version.md5}/observations.parquet"
+    md5 = result.version.md5
+    key = f"dvc/files/md5/{md5[:2]}/{md5[2:]}"
+    assert result.storage_uri == result.version.storage_uri == f"s3://{bucket}/{key}"
     keys = [o["Key"] for o in s3_endpoint.client().list_objects_v2(Bucket=bucket)["Contents"]]
-    assert f"datasets/{result.version.md5}/observations.parquet" in keys
-    assert any(k.startswith("dvc/") for k in keys), keys
+    assert keys == [key]  # the dataset once, in the DVC remote: no second copy
 
 
 def test_gate_failure_stops_everything_downstream(settings, params, tmp_path, monkeypatch):

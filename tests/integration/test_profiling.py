@@ -1,4 +1,4 @@
-"""Profiling real replayed weather with ydata-profiling and logging it to a SQLite MLflow."""
+"""Profiling real replayed weather with data-profiling and logging it to a SQLite MLflow."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def frame() -> pd.DataFrame:
     data = source.fetch(now - pd.Timedelta(hours=499), now).frame
     assert len(data) == 500
     data.loc[data.index[:10], "cloud_cover"] = np.nan  # 2 % missing in one column
+    data.loc[data.index[20:25], "surface_pressure"] = np.nan  # a second column with gaps
     return data
 
 
@@ -44,14 +45,28 @@ def test_profile_and_log_to_mlflow(
     settings = Settings(_env_file=None, project_root=tmp_path, state_dir=tmp_path / "state")
     settings.state_path.mkdir(parents=True)
 
-    html = profile_dataset(frame, tmp_path / "reports" / "obs.profile.html", title="RPS test")
+    html = profile_dataset(
+        frame,
+        tmp_path / "reports" / "obs.profile.html",
+        title="RPS test",
+        targets=["temperature_2m", "not_a_column"],
+    )
 
     assert html == tmp_path / "reports" / "obs.profile.html"
     text = html.read_text(encoding="utf-8")
     assert "RPS test" in text and "temperature_2m" in text
+    # the full report, not minimal mode: correlations, missing-value patterns, interactions
+    assert ">Correlations<" in text
+    assert "correlations_tab-pearson" in text and "correlations_tab-spearman" in text
+    assert "correlations_tab-phi_k" not in text  # the slow measures stay off
+    assert ">Missing values<" in text
+    for diagram in ("bar", "matrix", "heatmap"):  # heatmap: two columns have gaps
+        assert f"id=tab-missing-{diagram}" in text
+    assert ">Interactions<" in text
     summary = json.loads(summary_path(html).read_text())
     assert summary["rows"] == 500 and summary["columns"] == 8
     assert summary["null_fraction"]["cloud_cover"] == pytest.approx(0.02)
+    assert summary["null_fraction"]["surface_pressure"] == pytest.approx(0.01)
     assert sorted(p.name for p in html.parent.iterdir()) == [
         "obs.profile.html",
         "obs.profile.summary.json",

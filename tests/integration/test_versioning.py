@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -12,7 +13,6 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from rps.data.storage import file_md5
 from rps.data.versioning import (
     CATALOG_NAME,
     DatasetNotFoundError,
@@ -21,8 +21,10 @@ from rps.data.versioning import (
     ensure_dvc_repo,
     list_datasets,
     load_dataset,
+    push_dataset,
     version_dataset,
 )
+from rps.files import file_digest
 from rps.settings import Settings
 from tests.integration.conftest import S3Endpoint
 
@@ -52,6 +54,10 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(
         ["git", *args], cwd=repo, capture_output=True, text=True, check=True
     ).stdout
+
+
+def _md5(path: Path) -> str:
+    return file_digest(path, "md5")
 
 
 def _commits(repo: Path) -> list[str]:
@@ -86,14 +92,14 @@ def test_version_and_load_with_a_local_remote(
     v1 = version_dataset(settings, path_a, message="first dataset")
 
     repo = settings.dvc_repo_path
-    assert v1.md5 == file_md5(path_a)
+    assert v1.md5 == _md5(path_a)
     assert (v1.rows, v1.size) == (500, path_a.stat().st_size)
     assert v1.path_in_repo == "data/observations.parquet"
     assert v1.remote == settings.dvc_remote
     remote_object = Path(settings.dvc_remote) / "files" / "md5" / v1.md5[:2] / v1.md5[2:]
     assert remote_object.is_file()
     assert v1.storage_uri == remote_object.as_uri()
-    assert file_md5(remote_object) == v1.md5
+    assert _md5(remote_object) == v1.md5
     commits = _commits(repo)
     assert commits[0] == f"{v1.git_rev} first dataset [dataset {v1.md5}]"
     assert _git(repo, "status", "--porcelain") == ""
@@ -174,7 +180,7 @@ def test_failed_push_registers_nothing(
     assert all("[dataset" not in line for line in _commits(repo)[: -len(commits)])
     assert [v.md5 for v in list_datasets(settings)] == [v1.md5]
     assert (repo / "data" / "observations.parquet.dvc").read_text() == pointer
-    assert file_md5(repo / "data" / "observations.parquet") == v1.md5
+    assert _md5(repo / "data" / "observations.parquet") == v1.md5
     assert _git(repo, "status", "--porcelain") == ""
 
     # the original remote works again
@@ -240,3 +246,63 @@ def test_s3_remote(
     frame, version = load_dataset(settings)
     assert version == v2
     pd.testing.assert_frame_equal(frame, second)
+
+
+def test_registry_commits_are_pushed_to_its_git_remote(
+    tmp_path: Path, frames: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    hub_git = tmp_path / "hub.git"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(hub_git)], check=True)
+    settings = _settings(tmp_path, data_git_remote_url=str(hub_git))
+
+    stored = push_dataset(settings, _parquet(frames[0], tmp_path / "a.parquet"))
+    # load alone stores the content but neither commits nor registers it
+    assert stored.startswith("file://") and list_datasets(settings) == []
+    version = version_dataset(settings, tmp_path / "a.parquet", message="to the hub")
+
+    assert stored == version.storage_uri
+    assert _git(hub_git, "rev-parse", "main").strip() == version.git_rev
+    pointer = _git(hub_git, "show", "main:data/observations.parquet.dvc")
+    assert f"md5: {version.md5}" in pointer
+    assert "[dataset" in _git(hub_git, "log", "-1", "--format=%s", "main")
+
+    # a clone of the hub's git plus the DVC remote is enough to get the data back
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(hub_git), str(clone)], check=True)
+    import dvc.api
+
+    with dvc.api.open(
+        "data/observations.parquet", repo=str(clone), mode="rb", remote="storage"
+    ) as handle:
+        assert hashlib.md5(handle.read(), usedforsecurity=False).hexdigest() == version.md5
+
+
+def test_unreachable_git_remote_registers_nothing(
+    tmp_path: Path, frames: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    settings = _settings(tmp_path, data_git_remote_url=str(tmp_path / "no-such-hub.git"))
+    with pytest.raises(VersioningError, match=r"git push of the data registry to .*no-such-hub"):
+        version_dataset(settings, _parquet(frames[0], tmp_path / "a.parquet"), message="m")
+    assert list_datasets(settings) == []
+    assert all("[dataset" not in line for line in _commits(settings.dvc_repo_path))
+
+
+def test_corrupt_content_is_refused(
+    tmp_path: Path, frames: tuple[pd.DataFrame, pd.DataFrame]
+) -> None:
+    settings = _settings(tmp_path)
+    version = version_dataset(settings, _parquet(frames[0], tmp_path / "a.parquet"), message="m")
+    _drop_cache(settings)
+    remote_object = Path(settings.dvc_remote) / "files" / "md5" / version.md5[:2] / version.md5[2:]
+    remote_object.chmod(0o644)
+    remote_object.write_bytes(b"not the dataset")
+    with pytest.raises(VersioningError, match="corrupt"):
+        load_dataset(settings, version.md5)
+
+
+def test_only_public_dvc_apis_are_used() -> None:
+    import rps.data.versioning as module
+
+    source = Path(module.__file__).read_text(encoding="utf-8")
+    for internal in ("repo.cloud", "cache.local", "oid_to_path", "dvc_data", "fcntl"):
+        assert internal not in source, internal

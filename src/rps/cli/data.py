@@ -20,6 +20,7 @@ EndOpt = Annotated[
 
 
 def _errors() -> tuple[type[Exception], ...]:
+    from rps.data.hub import HubError
     from rps.data.profiling import ProfilingError
     from rps.data.quality import QualityGateError
     from rps.data.sources.base import SourceError
@@ -27,6 +28,7 @@ def _errors() -> tuple[type[Exception], ...]:
     from rps.data.versioning import VersioningError
 
     return (
+        HubError,
         SourceError,
         QualityGateError,
         StorageError,
@@ -111,12 +113,27 @@ def pipeline(
     source: SourceOpt = None,
     end: EndOpt = None,
     profile: Annotated[bool, typer.Option(help="profile the dataset into MLflow")] = True,
+    task: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            help="run only this task (extract, validate, transform, profile, load, version), "
+            "reading the previous task's manifest from --manifest-dir (the DVC stages do this)"
+        ),
+    ] = None,
+    manifest_dir: Annotated[
+        Path, typer.Option(help="where --task reads and writes the tasks' JSON manifests")
+    ] = Path(".rps/stages"),
 ) -> None:
     """Run the data pipeline: extract, gate, transform, profile, load, version."""
-    from rps.data.pipeline import Interval, run_pipeline
+    from rps.data.pipeline import Interval, run_pipeline, run_task_files
 
     settings, params = load_config()
     interval = Interval.ending_at(end, params)
+    if task is not None:
+        with fail_on(*_errors()):
+            run_task_files(task, settings, params, interval, manifest_dir, source_name=source)
+        console.print(f"  [green]ok[/green] {task:<9} {manifest_dir / (task + '.json')}")
+        return
     console.print(
         f"data pipeline: {interval.start:%Y-%m-%d %H:%M} .. {interval.end:%Y-%m-%d %H:%M}"
         f" UTC from {source or settings.source}"
@@ -131,7 +148,22 @@ def pipeline(
         )
 
 
+def hub_check() -> None:
+    """Check the hub's MLflow, DVC remote and git with RPS_HUB_USER / RPS_HUB_TOKEN."""
+    from rps.data.hub import check_hub
+
+    settings, _ = load_config()
+    if not settings.hub_repo_url:
+        err_console.print("[red]error:[/red] no hub configured: set RPS_HUB_REPO_URL")
+        raise typer.Exit(2)
+    with fail_on(*_errors()):
+        lines = run_step("asking the hub", lambda: check_hub(settings))
+    console.print(f"hub {settings.hub_name}: credentials accepted")
+    for line in lines:
+        console.print(f"  [green]ok[/green] {line}", markup=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add the data commands to the root app."""
-    for command in (ingest, validate, transform, version, pipeline):
+    for command in (ingest, validate, transform, version, pipeline, hub_check):
         app.command()(command)

@@ -18,10 +18,9 @@ from rps.cli.common import console, fail_on, load_config
 
 
 def _errors() -> tuple[type[Exception], ...]:
-    from rps.features.build import FeatureError
+    from rps.features.spec import FeatureError
     from rps.models.bundle import BundleError
-    from rps.models.registry import RegistryError
-    from rps.models.train import TrainingError
+    from rps.models.errors import RegistryError, TrainingError
 
     return (TrainingError, RegistryError, BundleError, FeatureError)
 
@@ -167,10 +166,10 @@ def compare_command(
 ) -> None:
     """Compare two versions on the candidate's holdout; exit 1 when the gate would refuse."""
     settings, params = load_config()
-    from rps.models import registry
+    from rps.models.compare import compare_versions
 
     with fail_on(*_errors()):
-        result = registry.compare_versions(settings, params, candidate, against, output=output)
+        result = compare_versions(settings, params, candidate, against, output=output)
     table = Table(title=f"v{result.candidate_version} vs {against} (v{result.against_version})")
     labels = list(result.metrics)
     table.add_column("metric")

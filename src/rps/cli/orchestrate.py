@@ -44,6 +44,7 @@ def retrain(
 
 @dag_app.command("run")
 def run(
+    *,
     end: Annotated[
         Optional[str],  # noqa: UP045 - typer needs Optional here
         typer.Option("--end", help="the interval's end, ISO 8601 UTC (default: now)"),
@@ -53,14 +54,34 @@ def run(
         typer.Option("--source", "-s", help="open_meteo, replay or synthetic"),
     ] = None,
     reason: Annotated[str, typer.Option(help="the run's conf reason")] = "manual",
+    promote: Annotated[
+        bool,
+        typer.Option(
+            "--promote/--no-promote",
+            help="--no-promote stops before the promote task: champion stays where it is",
+        ),
+    ] = True,
+    adapt: Annotated[
+        bool, typer.Option("--adapt", help="retrain for a drift (recency-weighted, recent gate)")
+    ] = False,
+    drift_onset: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--drift-onset", help="the drift's onset, ISO 8601 (implies --adapt)"),
+    ] = None,
 ) -> None:
     """Run the DAG once in-process (dag.test) and print each task's state."""
     from rps.orchestration.local_run import run_dag_locally
 
     settings, _ = load_config()
-    conf: dict[str, str] = {"reason": reason}
+    conf: dict[str, str | bool] = {"reason": reason}
     if source:
         conf["source"] = source
+    if not promote:
+        conf["promote"] = False
+    if adapt:
+        conf["adapt"] = True
+    if drift_onset:
+        conf["drift_onset"] = drift_onset
     log_file = settings.state_path / "logs" / "dag-runs.log"
     with fail_on(*_errors()), output_to(log_file):
         result = run_dag_locally(settings, conf=conf, end=end)

@@ -122,6 +122,67 @@ def _serve(settings, params, *, port: int, monitoring: bool, demo_drift: bool) -
             stack.stop()
 
 
+def demo_loop(
+    speed: Annotated[
+        float, typer.Option(min=1.0, help="replay hours per wall hour (720: one every 5 s)")
+    ] = 720.0,
+    workers: Annotated[int, typer.Option(min=1, help="API worker processes")] = 2,
+    deadline: Annotated[
+        float, typer.Option(min=60.0, help="wall seconds after which the loop ends anyway")
+    ] = 1200.0,
+) -> None:
+    """The closed loop on an accelerated replay clock: drift -> alert -> retrain -> new champion.
+
+    Exits 0 when a new champion was served by every worker with no failed request.
+    """
+    from rps.monitoring.closed_loop import ClosedLoop, LoopError, LoopPlan
+
+    settings, params = load_config()
+    plan = LoopPlan(speed=speed, workers=workers, deadline_s=deadline)
+    with fail_on(LoopError):
+        loop = ClosedLoop(
+            settings, params, plan, say=lambda line: console.print(line, markup=False)
+        )
+    settings = loop.prepare()
+    log_file = loop.state / "logs" / "dag-runs.log"
+    console.print(
+        f"state: {loop.state}; drift scenario {loop.timeline.scenario['kind']} on "
+        f"{', '.join(loop.timeline.scenario['variables'])} from replay time {loop.onset}"
+    )
+    console.print(f"training the first champion on the year before {loop.origin} (log: {log_file})")
+    try:
+        with fail_on(LoopError, RuntimeError, OSError):
+            with output_to(log_file):
+                version = loop.train_first_champion()
+            console.print(f"first champion: version {version}; starting the API and monitoring")
+            loop.start_services()
+            console.print(f"API {loop.api_url} ({workers} workers), clock x{speed:g}")
+            timeline = loop.run()
+    finally:
+        loop.stop()
+    path = loop.write()
+    console.print(
+        f"\nended: {timeline.ended}; requests {timeline.requests}, "
+        f"failed {timeline.failed_requests}"
+    )
+    console.print(
+        "live RMSE before / during / after: "
+        + " / ".join(
+            "-" if v is None else f"{v:.2f}"
+            for v in (
+                timeline.live_rmse_before,
+                timeline.live_rmse_during,
+                timeline.live_rmse_after,
+            )
+        ),
+        markup=False,
+    )
+    console.print(f"timeline: {path}", markup=False)
+    if not timeline.new_champion_served or timeline.failed_requests:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``run`` (the main job) to the root app."""
+    """Add ``run`` (the main job) and ``demo-loop`` to the root app."""
     app.command("run")(run)
+    app.command("demo-loop")(demo_loop)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pandas as pd
 
 from rps.data.schema import TIME
 from rps.data.sources.base import FetchResult, WeatherSource
+from rps.files import file_digest, write_atomic
 
 logger = logging.getLogger(__name__)
 RAW_PREFIX = "raw_data_"
@@ -59,22 +58,6 @@ def _csv_bytes(frame: pd.DataFrame) -> bytes:
     return out.to_csv(index=False, lineterminator="\n").encode()
 
 
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so a crash never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        Path(tmp).chmod(0o644)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def store_raw(
     result: FetchResult,
     raw_dir: Path,
@@ -90,7 +73,7 @@ def store_raw(
     path = base
     attempt = 0
     while path.exists():
-        if hashlib.sha256(path.read_bytes()).hexdigest() == digest:
+        if file_digest(path, "sha256") == digest:
             logger.info("raw file %s already holds this content; not written again", path)
             break
         attempt += 1

@@ -25,8 +25,9 @@ from typing import Any
 
 import pandas as pd
 
-from rps.data.extract import sidecar, write_atomic
+from rps.data.extract import sidecar
 from rps.data.schema import TIME
+from rps.files import write_atomic
 from rps.params import Params
 
 logger = logging.getLogger(__name__)

@@ -1,25 +1,29 @@
-"""Dataset versions with DVC: a git + DVC workspace whose remote is a folder or an S3 bucket.
+"""Dataset versions with DVC: a git + DVC workspace whose remote is the object store.
 
-The workspace (``settings.dvc_repo_path``) tracks one file, ``data/observations.parquet``.
-Each :func:`version_dataset` call ``dvc add``-s the new content, pushes it to the remote
-named ``storage`` and (when ``settings.dvc_git_commit``) commits the ``.dvc`` pointer, then
-registers the version in a JSON-lines catalog (``<state>/datasets.jsonl``). A version is
-registered only after its push succeeded; any failure rolls the workspace, the git history
+The workspace (``settings.dvc_repo_path``, the data registry) tracks one file,
+``data/observations.parquet``. Its DVC remote ``storage`` is the project's object store: a
+folder, or the S3 bucket (``s3://<bucket>/dvc``) when ``RPS_STORAGE_BACKEND=s3``; nothing else
+writes dataset copies. :func:`push_dataset` (the pipeline's ``load`` step) ``dvc add``-s the
+content and pushes it to that remote; :func:`version_dataset` (``version``) does the same
+(a no-op when already pushed), commits the ``.dvc`` pointer (when ``settings.dvc_git_commit``),
+pushes the commit to the registry's git remote (``settings.data_git_remote``, when set),
+and registers the version in a JSON-lines catalog (``<state>/datasets.jsonl``). A version is
+registered only after every push succeeded; any failure rolls the workspace, the git history
 and the catalog back to their previous state.
 
-DVC's Python API (``dvc.repo.Repo``) is used in-process; git runs as the ``git`` CLI.
-Versions are loaded straight from the DVC cache by content hash, fetching from the remote
-when the cache lacks them, so loading needs neither a checkout nor a git revision.
+Only public DVC APIs are used: ``dvc.repo.Repo`` methods (``init``, ``add``, ``push``,
+``checkout``, ``config``) and ``dvc.api`` (``get_url``, ``open``); git runs through
+:func:`rps.git.run_git`. A version is loaded with ``dvc.api.open`` at the git revision that
+recorded it (the DVC cache, else the remote), and its bytes are checked against its md5.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import io
 import json
 import logging
 import os
-import subprocess
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -28,7 +32,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from rps.data.storage import S3ObjectStore, StorageError, file_md5
+from rps.data.storage import StorageError, ensure_bucket
+from rps.files import file_digest, file_lock, write_atomic
+from rps.git import GitError, run_git
 
 if TYPE_CHECKING:
     from dvc.repo import Repo
@@ -41,8 +47,9 @@ REMOTE_NAME = "storage"
 PATH_IN_REPO = "data/observations.parquet"
 CATALOG_NAME = "datasets.jsonl"
 MIN_PREFIX = 7
+GIT_REMOTE_NAME = "origin"
+GIT_BRANCH = "main"
 _GIT_USER = ("rps", "rps@localhost")
-_GIT_ENV_DROP = ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY")
 
 
 class VersioningError(RuntimeError):
@@ -104,24 +111,11 @@ class DatasetVersion:
 
 
 # helpers -------------------------------------------------------------------------------
-def _git(repo_path: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in _GIT_ENV_DROP}
+def _git(repo_path: Path, *args: str, check: bool = True) -> Any:
     try:
-        result = subprocess.run(
-            ["git", *args],
-            cwd=repo_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-    except OSError as exc:
-        raise VersioningError(f"cannot run git in {repo_path}: {exc}") from exc
-    if check and result.returncode != 0:
-        raise VersioningError(
-            f"git {' '.join(args)} failed in {repo_path}: {result.stderr.strip() or result.stdout}"
-        )
-    return result
+        return run_git(repo_path, *args, check=check, timeout=300)
+    except GitError as exc:
+        raise VersioningError(str(exc)) from exc
 
 
 def _head(repo_path: Path) -> str | None:
@@ -151,22 +145,17 @@ def _open_repo(repo_path: Path) -> Iterator[Repo]:
 
 @contextlib.contextmanager
 def _locked(repo_path: Path) -> Iterator[None]:
-    """An exclusive inter-process (and inter-thread) lock on the DVC workspace."""
-    lock_path = repo_path.parent / f".{repo_path.name}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    """An exclusive inter-process lock on the DVC workspace."""
+    with file_lock(repo_path.parent / f".{repo_path.name}.lock"):
+        yield
 
 
 def _is_s3(url: str) -> bool:
     return url.startswith("s3://")
 
 
-def _remote_url(settings: Settings) -> str:
+def remote_url(settings: Settings) -> str:
+    """The DVC remote's URL: ``settings.dvc_remote``, a relative folder made absolute."""
     url = settings.dvc_remote
     if "://" in url:
         return url
@@ -176,7 +165,7 @@ def _remote_url(settings: Settings) -> str:
 
 def _desired_remote(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
     """The ``storage`` remote's settings: (repo level, local level with the credentials)."""
-    url = _remote_url(settings)
+    url = remote_url(settings)
     shared: dict[str, str] = {"url": url}
     private: dict[str, str] = {}
     if _is_s3(url):
@@ -192,18 +181,16 @@ def _desired_remote(settings: Settings) -> tuple[dict[str, str], dict[str, str]]
 
 def _ensure_s3_bucket(settings: Settings, url: str) -> None:
     bucket = url.removeprefix("s3://").split("/", 1)[0]
-    key_id, secret = settings.aws_access_key_id, settings.aws_secret_access_key
-    store = S3ObjectStore(
-        bucket,
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.s3_region,
-        access_key=key_id.get_secret_value() if key_id else None,
-        secret_key=secret.get_secret_value() if secret else None,
-    )
     try:
-        store.ensure_bucket()
+        ensure_bucket(settings, bucket)
     except StorageError as exc:
         raise VersioningError(f"DVC remote {url}: {exc}") from exc
+
+
+def _remote_config(settings: Settings) -> dict[str, str]:
+    """The ``storage`` remote's full config (URL, endpoint, credentials) for ``dvc.api``."""
+    shared, private = _desired_remote(settings)
+    return {**shared, **private}
 
 
 def _configure_remote(repo_path: Path, settings: Settings) -> bool:
@@ -245,7 +232,7 @@ def _ensure_repo(settings: Settings) -> Path:
     repo_path = settings.dvc_repo_path.absolute()
     repo_path.mkdir(parents=True, exist_ok=True)
     if not (repo_path / ".git").exists():
-        _git(repo_path, "init", "-q")
+        _git(repo_path, "init", "-q", "--initial-branch", GIT_BRANCH)
         logger.info("initialised git repository %s", repo_path)
     for key, value in (
         ("user.name", _GIT_USER[0]),
@@ -275,8 +262,39 @@ def _ensure_repo(settings: Settings) -> Path:
         _git(repo_path, "add", "--", *[p for p in setup if (repo_path / p).exists()])
         if _git(repo_path, "diff", "--cached", "--quiet", check=False).returncode != 0:
             subject = "Initialise DVC repository" if created else "Update DVC remote"
-            _git(repo_path, "commit", "-q", "-m", f"{subject} ({_remote_url(settings)})")
+            _git(repo_path, "commit", "-q", "-m", f"{subject} ({remote_url(settings)})")
+    _configure_git_remote(repo_path, settings)
     return repo_path
+
+
+def _configure_git_remote(repo_path: Path, settings: Settings) -> None:
+    """Point the registry's git remote ``origin`` at ``settings.data_git_remote`` (or drop it)."""
+    url = settings.data_git_remote
+    current = _git(repo_path, "remote", "get-url", GIT_REMOTE_NAME, check=False)
+    if url is None:
+        if current.returncode == 0:
+            _git(repo_path, "remote", "remove", GIT_REMOTE_NAME)
+    elif current.returncode != 0:
+        _git(repo_path, "remote", "add", GIT_REMOTE_NAME, url)
+    elif current.stdout.strip() != url:
+        _git(repo_path, "remote", "set-url", GIT_REMOTE_NAME, url)
+
+
+def _push_git(repo_path: Path, settings: Settings) -> None:
+    """Push the registry's history to its git remote, when one is configured."""
+    if settings.data_git_remote is None:
+        return
+    result = _git(
+        repo_path, "push", "-q", GIT_REMOTE_NAME, f"HEAD:refs/heads/{GIT_BRANCH}", check=False
+    )
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip()
+        raise VersioningError(
+            f"git push of the data registry to {settings.data_git_remote_display} failed: "
+            f"{detail} (check RPS_DATA_GIT_REMOTE_URL or the hub settings and the token's "
+            "write access)"
+        )
+    logger.info("pushed the data registry to %s", settings.data_git_remote_display)
 
 
 def _catalog_path(settings: Settings) -> Path:
@@ -307,8 +325,18 @@ def _append_catalog(settings: Settings, version: DatasetVersion) -> None:
         os.fsync(handle.fileno())
 
 
-def _storage_uri(repo: Repo, md5: str) -> str:
-    url = str(repo.cloud.get_url_for(REMOTE_NAME, md5))
+def _storage_uri(repo_path: Path, settings: Settings) -> str:
+    """The remote URL of the workspace's current ``data/observations.parquet``."""
+    import dvc.api
+
+    url = str(
+        dvc.api.get_url(
+            PATH_IN_REPO,
+            repo=str(repo_path),
+            remote=REMOTE_NAME,
+            remote_config=_remote_config(settings),
+        )
+    )
     return url if "://" in url else Path(url).absolute().as_uri()
 
 
@@ -322,15 +350,8 @@ def _parquet_rows(path: Path) -> int:
 
 
 def _copy_into(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.incoming")
-    try:
-        with source.open("rb") as src, tmp.open("wb") as dst:
-            while chunk := src.read(1024 * 1024):
-                dst.write(chunk)
-        tmp.replace(target)
-    finally:
-        tmp.unlink(missing_ok=True)
+    if not target.is_file() or file_digest(target, "md5") != file_digest(source, "md5"):
+        write_atomic(target, source.read_bytes())
 
 
 # public API ----------------------------------------------------------------------------
@@ -380,7 +401,45 @@ def version_dataset(
     if not source.is_file():
         raise VersioningError(f"cannot version {source}: file not found")
     rows = _parquet_rows(source)
-    expected_md5 = file_md5(source)
+    md5 = file_digest(source, "md5")
+    with _rolled_back_on_failure(settings, source) as repo_path:
+        size, storage_uri = _add_and_push(settings, repo_path, source, md5)
+        git_rev: str | None = None
+        if settings.dvc_git_commit:
+            paths = [f"{PATH_IN_REPO}.dvc", str(Path(PATH_IN_REPO).parent / ".gitignore")]
+            _git(repo_path, "add", "--", *paths)
+            if _git(repo_path, "diff", "--cached", "--quiet", "--", *paths, check=False).returncode:
+                _git(repo_path, "commit", "-q", "-m", f"{message} [dataset {md5}]", "--", *paths)
+                logger.info("committed dataset %s in %s", md5, repo_path)
+            git_rev = _head(repo_path)
+            _push_git(repo_path, settings)
+        return _register(
+            settings, md5, size=size, rows=rows, git_rev=git_rev, storage_uri=storage_uri
+        )
+
+
+def push_dataset(settings: Settings, parquet_path: Path | str) -> str:
+    """Put a parquet file into the object store (the DVC remote); returns its URI there.
+
+    ``dvc add`` + ``dvc push`` of the file as the workspace's ``data/observations.parquet``,
+    without a commit or a catalog line (:func:`version_dataset` does those). Idempotent.
+
+    Raises:
+        VersioningError: the file is missing or not parquet, or the push failed; the
+            workspace is rolled back.
+    """
+    source = Path(parquet_path)
+    if not source.is_file():
+        raise VersioningError(f"cannot store {source}: file not found")
+    _parquet_rows(source)
+    md5 = file_digest(source, "md5")
+    with _rolled_back_on_failure(settings, source) as repo_path:
+        return _add_and_push(settings, repo_path, source, md5)[1]
+
+
+@contextlib.contextmanager
+def _rolled_back_on_failure(settings: Settings, source: Path) -> Iterator[Path]:
+    """Lock and prepare the workspace; on any failure restore it as it was."""
     repo_path = settings.dvc_repo_path.absolute()
     with _locked(repo_path):
         _ensure_repo(settings)
@@ -390,9 +449,7 @@ def version_dataset(
         snapshot = {p: p.read_bytes() if p.exists() else None for p in (dvc_file, gitignore)}
         head_before = _head(repo_path)
         try:
-            return _version_locked(
-                settings, repo_path, source, rows=rows, md5=expected_md5, message=message
-            )
+            yield repo_path
         except BaseException as exc:
             logger.warning("versioning %s failed (%s): rolling back %s", source, exc, repo_path)
             _rollback(repo_path, snapshot, data_file, dvc_file, head_before)
@@ -401,14 +458,12 @@ def version_dataset(
             raise VersioningError(f"versioning {source} failed: {exc}") from exc
 
 
-def _version_locked(
-    settings: Settings, repo_path: Path, source: Path, *, rows: int, md5: str, message: str
-) -> DatasetVersion:
-    from dvc_data.hashfile.hash_info import HashInfo
-
+def _add_and_push(settings: Settings, repo_path: Path, source: Path, md5: str) -> tuple[int, str]:
+    """``dvc add`` the file into the workspace and ``dvc push`` it; returns (size, URI)."""
     data_file = repo_path / PATH_IN_REPO
+    dvc_file = data_file.with_name(data_file.name + ".dvc")
     _copy_into(source, data_file)
-    remote = _remote_url(settings)
+    remote = remote_url(settings)
     with _open_repo(repo_path) as repo:
         stages = repo.add([str(data_file)])
         out = stages[0].outs[0]
@@ -419,22 +474,24 @@ def _version_locked(
             )
         size = int(out.meta.size) if out.meta.size is not None else source.stat().st_size
         try:
-            result = repo.cloud.push([HashInfo("md5", md5)], remote=REMOTE_NAME)
+            repo.push(targets=[str(dvc_file)], remote=REMOTE_NAME)
         except Exception as exc:
             raise VersioningError(f"dvc push of dataset {md5} to {remote} failed: {exc}") from exc
-        if result.failed:
-            raise VersioningError(f"dvc push of dataset {md5} to {remote} failed")
-        storage_uri = _storage_uri(repo, md5)
-    logger.info("pushed dataset %s (%d rows) to %s", md5, rows, storage_uri)
+    storage_uri = _storage_uri(repo_path, settings)
+    logger.info("pushed dataset %s to %s", md5, storage_uri)
+    return size, storage_uri
 
-    git_rev: str | None = None
-    if settings.dvc_git_commit:
-        paths = [f"{PATH_IN_REPO}.dvc", str(Path(PATH_IN_REPO).parent / ".gitignore")]
-        _git(repo_path, "add", "--", *paths)
-        if _git(repo_path, "diff", "--cached", "--quiet", "--", *paths, check=False).returncode:
-            _git(repo_path, "commit", "-q", "-m", f"{message} [dataset {md5}]", "--", *paths)
-            logger.info("committed dataset %s in %s", md5, repo_path)
-        git_rev = _head(repo_path)
+
+def _register(
+    settings: Settings,
+    md5: str,
+    *,
+    size: int,
+    rows: int,
+    git_rev: str | None,
+    storage_uri: str,
+) -> DatasetVersion:
+    remote = remote_url(settings)
 
     catalog = _read_catalog(settings)
     if catalog and catalog[-1].md5 == md5:
@@ -474,7 +531,6 @@ def _rollback(
                 path.write_bytes(content)
         rel = [str(p.relative_to(repo_path)) for p in snapshot]
         _git(repo_path, "reset", "-q", "--", *rel, check=False)
-        data_file.with_name(f".{data_file.name}.incoming").unlink(missing_ok=True)
         if snapshot[dvc_file] is None:
             data_file.unlink(missing_ok=True)
         else:
@@ -516,7 +572,10 @@ def _resolve(settings: Settings, md5: str | None) -> DatasetVersion:
 
 
 def load_dataset(settings: Settings, md5: str | None = None) -> tuple[pd.DataFrame, DatasetVersion]:
-    """Load a registered version from the DVC cache, fetching it from the remote if needed.
+    """Load a registered version from the DVC cache, else from the remote (``dvc.api.open``).
+
+    The file is read at the git revision that recorded the version (the workspace for the
+    latest version when git commits are off) and its bytes are checked against the md5.
 
     Args:
         settings: selects the workspace, remote and catalog.
@@ -528,32 +587,49 @@ def load_dataset(settings: Settings, md5: str | None = None) -> tuple[pd.DataFra
     Raises:
         DatasetNotFoundError: no such version (the message lists the newest known ones), or
             its content is neither in the cache nor on the remote.
-        VersioningError: the workspace or the remote is unusable.
+        VersioningError: the workspace or the remote is unusable, or the bytes read do not
+            match the md5.
     """
-    from dvc_data.hashfile.hash_info import HashInfo
+    import dvc.api
+    from dvc.exceptions import PathMissingError
 
     version = _resolve(settings, md5)
     repo_path = settings.dvc_repo_path.absolute()
     with _locked(repo_path):
         _ensure_repo(settings)
+        rev = version.git_rev
+        if rev is None and version != list_datasets(settings)[-1]:
+            raise DatasetNotFoundError(
+                f"dataset {version.md5} has no git revision (RPS_DVC_GIT_COMMIT was off) and is "
+                "not the latest version: only the latest can be loaded from the workspace"
+            )
         try:
-            with _open_repo(repo_path) as repo:
-                cached = Path(repo.cache.local.oid_to_path(version.md5))
-                if cached.is_file() and file_md5(cached) != version.md5:
-                    logger.warning("corrupt DVC cache entry %s: fetching it again", cached)
-                    cached.unlink()
-                if not cached.is_file():
-                    logger.info("dataset %s not cached: fetching from the remote", version.md5)
-                    repo.cloud.pull([HashInfo("md5", version.md5)], remote=REMOTE_NAME)
-        except Exception as exc:
-            raise VersioningError(
-                f"cannot fetch dataset {version.md5} from {_remote_url(settings)}: {exc}"
-            ) from exc
-        if not cached.is_file():
+            with dvc.api.open(
+                version.path_in_repo,
+                repo=str(repo_path),
+                rev=rev,
+                remote=REMOTE_NAME,
+                mode="rb",
+                remote_config=_remote_config(settings),
+            ) as handle:
+                payload = handle.read()
+        except (FileNotFoundError, PathMissingError) as exc:
             raise DatasetNotFoundError(
                 f"dataset {version.md5} is neither in the DVC cache of {repo_path} "
-                f"nor on the remote {_remote_url(settings)}"
-            )
-        frame = pd.read_parquet(cached)
+                f"nor on the remote {remote_url(settings)}: {exc}"
+            ) from exc
+        except Exception as exc:
+            raise VersioningError(
+                f"cannot fetch dataset {version.md5} from {remote_url(settings)}: {exc}"
+            ) from exc
+    import hashlib
+
+    got = hashlib.md5(payload, usedforsecurity=False).hexdigest()
+    if got != version.md5:
+        raise VersioningError(
+            f"dataset {version.md5} read back with md5 {got}: the DVC cache or the remote "
+            "holds corrupt content"
+        )
+    frame = pd.read_parquet(io.BytesIO(payload))
     logger.info("loaded dataset %s (%d rows)", version.md5, len(frame))
     return frame, version

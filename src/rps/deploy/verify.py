@@ -108,7 +108,7 @@ def check_health(client: httpx.Client, *, wait_s: float = 0.0, poll_s: float = 0
             if (
                 response.status_code == 200
                 and isinstance(body, dict)
-                and body.get("status") == "ok"
+                and body.get("status") in ("ok", "degraded")
             ):
                 version = body.get("model_version")
                 return CheckResult("health", True, f"ok (model version {version})")

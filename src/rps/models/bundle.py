@@ -8,6 +8,11 @@ Layout::
     reference_sample.npy    a sample of training feature rows (KS tests)
     checksums.json          sha256 of every other file, verified on load
 
+The predictor is a :class:`rps.models.forecasters.Forecaster`; ``bundle.json`` names its
+kind and the forecaster class of that kind reads its own files. Loading and predicting need
+NumPy only (plus LightGBM for a LightGBM bundle): no pandas, scikit-learn or MLflow, so a
+lean server can import this module. The on-disk format is unchanged since format 1.
+
 The same directory is logged to MLflow as the artifacts of a pyfunc model, so a bundle can be
 fetched by alias from the registry or baked into an image, and is always loaded natively
 (the LightGBM Booster, not a generic wrapper) for low latency.
@@ -17,25 +22,39 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from rps.features.build import FeatureSpec
+from rps.features.spec import FeatureSpec
+from rps.files import file_digest, write_atomic
+from rps.models.forecasters import (
+    FORECASTER_KINDS,
+    Forecaster,
+    ForecasterError,
+    load_forecaster,
+    make_forecaster,
+)
 
 BUNDLE_FORMAT = 1
-ModelKind = Literal["persistence", "seasonal_naive", "climatology", "linear", "lightgbm"]
-MODEL_KINDS: tuple[str, ...] = (
-    "persistence",
-    "seasonal_naive",
-    "climatology",
-    "linear",
-    "lightgbm",
-)
+MODEL_KINDS: tuple[str, ...] = tuple(FORECASTER_KINDS)
+#: builds a forecaster from its kind and stored parameters (the name bundles were built with)
+Predictor = make_forecaster
+
+__all__ = [
+    "BUNDLE_FORMAT",
+    "MODEL_KINDS",
+    "BundleError",
+    "Forecaster",
+    "ModelBundle",
+    "Predictor",
+    "bundle_digest",
+    "find_bundle_dir",
+    "load_bundle",
+    "sha256_file",
+]
 
 
 class BundleError(RuntimeError):
@@ -43,64 +62,15 @@ class BundleError(RuntimeError):
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass
-class Predictor:
-    """Maps feature rows (columns in ``feature_names`` order) to point forecasts."""
-
-    kind: str
-    feature_names: list[str]
-    params: dict[str, Any] = field(default_factory=dict)
-    booster: Any = None  # lightgbm.Booster for kind == "lightgbm"
-
-    def __post_init__(self) -> None:
-        index = {name: i for i, name in enumerate(self.feature_names)}
-        target = self.params.get("target", "temperature_2m")
-        self._target_col = index.get(target)
-        if self.kind == "seasonal_naive":
-            self._seasonal_col = index[str(self.params["seasonal_feature"])]
-        if self.kind == "climatology":
-            self._hour_col = index["target_hour"]
-            self._by_hour = np.asarray(self.params["by_hour"], dtype=float)
-        if self.kind == "linear":
-            self._mean = np.asarray(self.params["mean"], dtype=float)
-            self._scale = np.asarray(self.params["scale"], dtype=float)
-            self._coef = np.asarray(self.params["coef"], dtype=float)
-            self._intercept = float(self.params["intercept"])
-
-    def predict(self, rows: np.ndarray) -> np.ndarray:
-        """Point forecasts for a 2-D array of feature rows."""
-        rows = np.asarray(rows, dtype=float)
-        if rows.ndim != 2 or rows.shape[1] != len(self.feature_names):
-            raise ValueError(
-                f"expected rows of {len(self.feature_names)} features, got {rows.shape}"
-            )
-        if self.kind == "persistence":
-            return rows[:, self._target_col].copy()
-        if self.kind == "seasonal_naive":
-            return rows[:, self._seasonal_col].copy()
-        if self.kind == "climatology":
-            by_hour: np.ndarray = self._by_hour[rows[:, self._hour_col].astype(int) % 24]
-            return by_hour
-        if self.kind == "linear":
-            linear: np.ndarray = ((rows - self._mean) / self._scale) @ self._coef + self._intercept
-            return linear
-        if self.kind == "lightgbm":
-            return np.asarray(self.booster.predict(rows, num_threads=1), dtype=float)
-        raise BundleError(f"unknown model kind {self.kind!r}")
+    """The sha256 of a bundle file (what ``checksums.json`` records)."""
+    return file_digest(path, "sha256")
 
 
 @dataclass
 class ModelBundle:
     """A predictor with everything needed to serve and monitor it."""
 
-    predictor: Predictor
+    predictor: Forecaster
     feature_spec: FeatureSpec
     interval: dict[str, float]  # {"alpha": 0.1, "lower": q_lo, "upper": q_hi} residual offsets
     metrics: dict[str, float] = field(default_factory=dict)
@@ -127,16 +97,7 @@ class ModelBundle:
         directory.mkdir(parents=True, exist_ok=True)
         if (directory / "bundle.json").exists():
             raise BundleError(f"{directory} already holds a bundle; refusing to overwrite")
-        files: list[str] = []
-        if self.predictor.kind == "lightgbm":
-            self.predictor.booster.save_model(str(directory / "model.txt"))
-            files.append("model.txt")
-        else:
-            _write_json(directory / "params.json", self.predictor.params)
-            files.append("params.json")
-        if self.predictor.kind == "lightgbm":
-            _write_json(directory / "params.json", self.predictor.params)
-            files.append("params.json")
+        files = self.predictor.save(directory)
         _write_json(directory / "reference_stats.json", self.reference_stats)
         files.append("reference_stats.json")
         if self.reference_sample is not None:
@@ -199,18 +160,14 @@ def load_bundle(directory: Path, *, verify: bool = True) -> ModelBundle:
                 )
     if meta.get("format") != BUNDLE_FORMAT:
         raise BundleError(f"bundle format {meta.get('format')!r} is not {BUNDLE_FORMAT}")
-    kind = meta.get("kind")
-    if kind not in MODEL_KINDS:
+    kind = str(meta.get("kind"))
+    if kind not in FORECASTER_KINDS:
         raise BundleError(f"unknown model kind {kind!r}")
-    params = json.loads((directory / "params.json").read_text())
-    booster = None
-    if kind == "lightgbm":
-        import lightgbm
-
-        booster = lightgbm.Booster(model_file=str(directory / "model.txt"))
-    predictor = Predictor(
-        kind=kind, feature_names=list(meta["feature_names"]), params=params, booster=booster
-    )
+    try:
+        params = json.loads((directory / "params.json").read_text())
+        predictor = load_forecaster(directory, kind, list(meta["feature_names"]), params)
+    except (OSError, ValueError, KeyError, ForecasterError) as exc:
+        raise BundleError(f"the {kind} model in {directory} cannot be loaded: {exc}") from exc
     sample_path = directory / "reference_sample.npy"
     return ModelBundle(
         predictor=predictor,
@@ -225,7 +182,4 @@ def load_bundle(directory: Path, *, verify: bool = True) -> ModelBundle:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-    Path(tmp).replace(path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))

@@ -12,7 +12,6 @@ its own environment and never calls this module.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -22,6 +21,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from rps.files import file_lock, write_atomic
+
 if TYPE_CHECKING:
     from rps.settings import Settings
 
@@ -29,23 +30,8 @@ logger = logging.getLogger(__name__)
 
 DAG_FILE = "rps_pipeline_dag.py"
 MARKER = ".rps-db-migrated"
-LOCAL_SETTINGS_HEADER = "# written by rps.orchestration.airflow_home"
-LOCAL_SETTINGS = f'''{LOCAL_SETTINGS_HEADER} (delete this line to keep your edits)
-"""Airflow local settings for the RPS embedded home: apply rps's Airflow/pydantic shim.
-
-Airflow imports this module (from $AIRFLOW_HOME/config) in every process it starts, before
-its APIs are built, so ``airflow standalone`` works with the project's locked pydantic.
-"""
-
-import logging
-
-try:
-    from rps.orchestration.compat import patch_airflow_for_pydantic
-
-    patch_airflow_for_pydantic()
-except Exception:  # never stop Airflow from starting
-    logging.getLogger(__name__).exception("rps: the Airflow/pydantic shim was not applied")
-'''
+# the first line of the airflow_local_settings.py that earlier versions wrote into the home
+STALE_LOCAL_SETTINGS_HEADER = "# written by rps.orchestration.airflow_home"
 MIGRATE_TIMEOUT_S = 600.0
 
 
@@ -117,16 +103,12 @@ def _check_not_configured_elsewhere(url: str) -> None:
         )
 
 
-def write_local_settings(home: Path) -> Path:
-    """Write ``<home>/config/airflow_local_settings.py`` (the shim) unless a user owns it."""
+def _remove_stale_local_settings(home: Path) -> None:
+    """Delete the Airflow patch loader earlier versions wrote (a user's own file stays)."""
     path = home / "config" / "airflow_local_settings.py"
-    if path.exists() and not path.read_text(encoding="utf-8").startswith(LOCAL_SETTINGS_HEADER):
-        logger.warning("%s exists and is not rps's: leaving it alone", path)
-        return path
-    if not path.exists() or path.read_text(encoding="utf-8") != LOCAL_SETTINGS:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(LOCAL_SETTINGS, encoding="utf-8")
-    return path
+    if path.is_file() and path.read_text(encoding="utf-8").startswith(STALE_LOCAL_SETTINGS_HEADER):
+        path.unlink()
+        logger.info("removed %s (Airflow now runs unpatched)", path)
 
 
 def _migrate(home: Path, env: dict[str, str]) -> None:
@@ -152,9 +134,7 @@ def ensure_airflow_home(settings: Settings) -> Path:
 
     Sets ``AIRFLOW_HOME`` (``settings.airflow_home_path``), ``AIRFLOW__CORE__DAGS_FOLDER``
     (the repository's ``airflow/dags``), ``AIRFLOW__CORE__LOAD_EXAMPLES=False`` and a SQLite
-    ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` in ``os.environ``, writes
-    ``<home>/config/airflow_local_settings.py`` (applies :mod:`rps.orchestration.compat` in
-    every Airflow process, e.g. ``airflow standalone``), then runs ``airflow db migrate``
+    ``AIRFLOW__DATABASE__SQL_ALCHEMY_CONN`` in ``os.environ``, then runs ``airflow db migrate``
     unless the marker file says this Airflow version already migrated this database. Safe
     to call from several processes at once (a file lock serialises them).
 
@@ -173,22 +153,18 @@ def ensure_airflow_home(settings: Settings) -> Path:
     version = _airflow_version()
     _check_not_configured_elsewhere(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
     home.mkdir(parents=True, exist_ok=True)
-    write_local_settings(home)
+    _remove_stale_local_settings(home)
     os.environ.update(env)
     marker = home / MARKER
     wanted = {"airflow": version, "database": env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]}
-    with (home / ".rps-migrate.lock").open("a") as lock:
-        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
-        try:
-            done = marker.is_file() and (home / "airflow.db").is_file()
-            if done:
-                try:
-                    done = json.loads(marker.read_text(encoding="utf-8")) == wanted
-                except ValueError:
-                    done = False
-            if not done:
-                _migrate(home, env)
-                marker.write_text(json.dumps(wanted) + "\n", encoding="utf-8")
-        finally:
-            fcntl.flock(lock.fileno(), fcntl.LOCK_UN)
+    with file_lock(home / ".rps-migrate.lock"):
+        done = marker.is_file() and (home / "airflow.db").is_file()
+        if done:
+            try:
+                done = json.loads(marker.read_text(encoding="utf-8")) == wanted
+            except ValueError:
+                done = False
+        if not done:
+            _migrate(home, env)
+            write_atomic(marker, json.dumps(wanted) + "\n")
     return home

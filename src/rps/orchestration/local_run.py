@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from rps.data.sources.replay import current_time
 from rps.orchestration import DAG_ID, TASK_IDS
 from rps.orchestration.airflow_home import dags_folder, ensure_airflow_home
 
@@ -111,11 +112,7 @@ def load_pipeline_dag(settings: Settings) -> Any:
     ensure_airflow_home(settings)
     from airflow.dag_processing.dagbag import DagBag
 
-    from rps.orchestration.compat import apply_airflow_shims
-
-    apply_airflow_shims()
-
-    bag = DagBag(dag_folder=str(dags_folder(settings)), include_examples=False)
+    bag = DagBag(dag_folder=str(dags_folder(settings)))
     if bag.import_errors:
         details = "; ".join(f"{path}: {err}" for path, err in bag.import_errors.items())
         raise DagLoadError(f"DAG import errors: {details}")
@@ -149,7 +146,8 @@ def run_dag_locally(
 
     Args:
         settings: the project settings; the tasks run with exactly these.
-        conf: the run's conf (``reason``, ``source``); validated by the first task.
+        conf: the run's conf (``reason``, ``source``, ``promote``, ``adapt``, ``drift_onset``);
+            validated by the first task.
         end: the interval's end (the run's logical date, floored to the hour); default: now.
 
     Returns:
@@ -165,7 +163,7 @@ def run_dag_locally(
     from rps.orchestration.steps import using_settings
 
     dag_obj = load_pipeline_dag(settings)
-    logical = _logical_date(end if end is not None else pd.Timestamp.now(tz="UTC"))
+    logical = _logical_date(end if end is not None else current_time(settings))
     started = time.perf_counter()
     with using_settings(settings):
         dag_run = dag_obj.test(logical_date=logical, run_conf=dict(conf or {}))
@@ -205,7 +203,7 @@ def run_dag_in_child(
     Raises:
         RuntimeError: the child exited without a result (its stderr tail is in the message).
     """
-    stamp = _logical_date(end if end is not None else pd.Timestamp.now(tz="UTC"))
+    stamp = _logical_date(end if end is not None else current_time(settings))
     with tempfile.TemporaryDirectory(prefix="rps-dag-run-") as tmp:
         result_file = Path(tmp) / "result.json"
         command = [

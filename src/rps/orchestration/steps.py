@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import pandas as pd
 
+from rps.models.tracking import get_client
 from rps.orchestration import DAG_ID
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
-ALLOWED_CONF_KEYS: tuple[str, ...] = ("reason", "source")
+ALLOWED_CONF_KEYS: tuple[str, ...] = ("reason", "source", "promote", "adapt", "drift_onset")
 SOURCES: tuple[str, ...] = ("open_meteo", "replay", "synthetic")
 DATA_TASKS = frozenset({"extract", "quality_gate", "transform", "profile", "load", "version"})
 
@@ -52,12 +54,27 @@ class RunConf:
     """The validated ``dag_run.conf``.
 
     Attributes:
-        reason: why the run happened (``schedule``, ``manual``, ``drift``, ...).
+        reason: why the run happened (``schedule``, ``manual``, ``drift``, or an alert's
+            ``"<AlertName>: <summary>"``).
         source: the weather source for this run (default: ``settings.source``).
+        promote: False stops before the promote task: ``champion`` stays where it is.
+        adapt: train for a new regime (:mod:`rps.models.adaptation`); also implied by a
+            drift alert's name as the reason, or by ``drift_onset``.
+        drift_onset: the drift's onset (ISO 8601; default: estimated).
     """
 
     reason: str
     source: str | None = None
+    promote: bool = True
+    adapt: bool = False
+    drift_onset: pd.Timestamp | None = None
+
+    @property
+    def adapts(self) -> bool:
+        """Whether the run retrains for a drift (explicitly, by onset, or by its reason)."""
+        from rps.models.adaptation import is_drift_reason
+
+        return self.adapt or self.drift_onset is not None or is_drift_reason(self.reason)
 
 
 @dataclass(frozen=True)
@@ -130,7 +147,8 @@ def _config() -> tuple[Settings, Params]:
 
 # the run's conf and interval ------------------------------------------------------------
 def parse_conf(conf: Mapping[str, Any] | None, *, default_reason: str = "manual") -> RunConf:
-    """Validate a run's conf: only ``reason`` (text) and ``source`` (a source name).
+    """Validate a run's conf: ``reason`` (text), ``source`` (a source name), ``promote`` and
+    ``adapt`` (booleans), ``drift_onset`` (an ISO 8601 time).
 
     Raises:
         RunConfError: naming the unknown key(s) or the invalid value.
@@ -148,7 +166,27 @@ def parse_conf(conf: Mapping[str, Any] | None, *, default_reason: str = "manual"
     source = conf.get("source")
     if source is not None and source not in SOURCES:
         raise RunConfError(f"conf key 'source' must be one of {', '.join(SOURCES)}: {source!r}")
-    return RunConf(reason=reason.strip(), source=source)
+    flags = {}
+    for key, default in (("promote", True), ("adapt", False)):
+        value = conf.get(key, default)
+        if not isinstance(value, bool):
+            raise RunConfError(f"conf key {key!r} must be true or false, got {value!r}")
+        flags[key] = value
+    onset = conf.get("drift_onset")
+    if onset is not None:
+        try:
+            onset = _utc_hour(onset)
+        except (ValueError, TypeError) as exc:
+            raise RunConfError(
+                f"conf key 'drift_onset' must be an ISO 8601 time, got {onset!r}"
+            ) from exc
+    return RunConf(
+        reason=reason.strip(),
+        source=source,
+        promote=flags["promote"],
+        adapt=flags["adapt"],
+        drift_onset=onset,
+    )
 
 
 def _utc_hour(value: Any) -> pd.Timestamp:
@@ -360,13 +398,15 @@ def on_failure(context: Mapping[str, Any]) -> None:
 
 
 # model tasks ------------------------------------------------------------------------------
-# rps.models.train.train() trains, evaluates on the holdout, registers the version and applies
-# the promotion gate in one call (one MLflow run). The train task makes that call; evaluate,
-# register and promote then check and report each stage from the run and the registry, so
-# a run that skipped a stage fails there, and each stage's outcome is visible per task.
+# train logs a run and its candidate (no registry side effect); evaluate stores the gate's
+# evidence with the run; register creates the version (alias challenger); promote applies the
+# gate and moves champion, unless the run's conf says {"promote": false}. Each is idempotent on
+# the training run's id (rps.models.stages), so a retried task or a rerun interval repeats
+# nothing: train reuses a finished run of the same dataset, params, code and drift onset.
 RUN_TAG_PARAMS = "rps.orchestration.params_sha256"
 RUN_TAG_INTERVAL = "rps.orchestration.interval_end"
 RUN_TAG_REASON = "rps.orchestration.reason"
+NO_DRIFT = "none"
 
 
 class ModelStepError(RuntimeError):
@@ -375,28 +415,21 @@ class ModelStepError(RuntimeError):
 
 def params_fingerprint(params: Params) -> str:
     """sha256 of the validated params (any change retrains)."""
-    import hashlib
-
     return hashlib.sha256(params.model_dump_json().encode()).hexdigest()
 
 
-def _mlflow_client(settings: Settings) -> Any:
-    from mlflow.tracking import MlflowClient
-
-    from rps.models.registry import configure_tracking
-
-    configure_tracking(settings)
-    return MlflowClient(tracking_uri=settings.tracking_uri)
-
-
 def find_training_run(
-    settings: Settings, *, dataset_md5: str, params_sha: str, code_sha: str
-) -> tuple[str, str] | None:
-    """A finished, registered training run of this dataset, params and code: (run id, version).
+    settings: Settings,
+    *,
+    dataset_md5: str,
+    params_sha: str,
+    code_sha: str,
+    drift: str = NO_DRIFT,
+) -> str | None:
+    """A finished training run of this dataset, params, code and drift setting (its id).
 
-    Reruns of an interval reuse it instead of registering a duplicate version.
-    """
-    client = _mlflow_client(settings)
+    Reruns of an interval reuse it instead of training (and registering) again."""
+    client = get_client(settings)
     experiment = client.get_experiment_by_name(settings.mlflow_experiment)
     if experiment is None:
         return None
@@ -405,124 +438,124 @@ def find_training_run(
         filter_string=(
             f"tags.`rps.dataset_md5` = '{dataset_md5}' and tags.`{RUN_TAG_PARAMS}` = "
             f"'{params_sha}' and tags.`rps.code_sha` = '{code_sha}' "
+            f"and tags.`rps.orchestration.drift` = '{drift}' "
             "and attributes.status = 'FINISHED'"
         ),
         order_by=["attributes.start_time DESC"],
         max_results=5,
     )
     for run in runs:
-        version = run.data.tags.get("rps.version")
-        if version:
-            return str(run.info.run_id), str(version)
+        if "rps.model_uri" in run.data.tags:
+            return str(run.info.run_id)
     return None
 
 
 @task_body
 def train(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Train on the versioned dataset (tracked in MLflow, registered, gated) or reuse a run."""
-    from rps.models.train import code_version
-    from rps.models.train import train as train_model
+    """Train on the dataset version, log the run and its candidate (or reuse a run); a
+    drift-triggered run (:class:`RunConf`) trains for the new regime."""
+    from rps.models.train import code_version, train_candidate
 
     settings, params = _config()
     info, _ = _info_and_interval(context, params)
+    conf = info.conf
     dataset_md5 = str(manifest["dataset_md5"])
     params_sha = params_fingerprint(params)
     code_sha, _ = code_version(settings.project_root)
+    drift = NO_DRIFT
+    if conf.adapts:
+        drift = conf.drift_onset.isoformat() if conf.drift_onset is not None else "estimated"
     found = find_training_run(
-        settings, dataset_md5=dataset_md5, params_sha=params_sha, code_sha=code_sha
+        settings, dataset_md5=dataset_md5, params_sha=params_sha, code_sha=code_sha, drift=drift
     )
     if found is not None:
-        run_id, model_version = found
-        logger.info("dataset %s already trained in run %s (version %s)", dataset_md5, *found)
-        return {
-            **manifest,
-            "train_run_id": run_id,
-            "model_version": model_version,
-            "train_reused": True,
-        }
-    result = train_model(settings, params, dataset_md5=dataset_md5)
-    client = _mlflow_client(settings)
-    client.set_tag(result.run_id, RUN_TAG_PARAMS, params_sha)
-    client.set_tag(result.run_id, RUN_TAG_INTERVAL, info.interval_end.isoformat())
-    client.set_tag(result.run_id, RUN_TAG_REASON, info.conf.reason)
+        logger.info("dataset %s already trained in run %s", dataset_md5, found)
+        return {**manifest, "train_run_id": found, "train_reused": True, "adapted": conf.adapts}
+    run = train_candidate(
+        settings,
+        params,
+        dataset_md5=dataset_md5,
+        adapt=conf.adapts,
+        onset=conf.drift_onset,
+        run_tags={
+            RUN_TAG_PARAMS: params_sha,
+            RUN_TAG_INTERVAL: info.interval_end.isoformat(),
+            RUN_TAG_REASON: conf.reason,
+            "rps.orchestration.drift": drift,
+        },
+    )
     return {
         **manifest,
-        "train_run_id": result.run_id,
-        "model_version": result.version,
+        "train_run_id": run.run_id,
         "train_reused": False,
+        "adapted": conf.adapts,
+        "drift_onset": run.drift_onset,
     }
 
 
 @task_body
 def evaluate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Check the run's holdout evaluation (finite metrics, the gate ran) and report it.
+    """Compute the gate's evidence (the candidate against the current champion) for the run."""
+    from rps.models.stages import evaluate_run
 
-    Raises:
-        ModelStepError: the run did not finish or lacks its holdout metrics.
-    """
-    import math
-
-    settings = current_settings()
-    run = _mlflow_client(settings).get_run(manifest["train_run_id"])
-    if run.info.status != "FINISHED":
-        raise ModelStepError(f"training run {run.info.run_id} is {run.info.status}")
-    metrics = run.data.metrics
-    rmse = metrics.get("holdout_rmse")
-    if rmse is None or not math.isfinite(rmse):
-        raise ModelStepError(f"training run {run.info.run_id} has no finite holdout_rmse")
-    if "rps.gate" not in run.data.tags:
-        raise ModelStepError(f"training run {run.info.run_id} has no promotion-gate decision")
+    settings, params = _config()
+    run_id = str(manifest["train_run_id"])
+    decision = evaluate_run(settings, params, run_id)
+    run = get_client(settings).get_run(run_id)
     return {
         **manifest,
         "candidate": run.data.tags.get("rps.candidate"),
-        "holdout_rmse": float(rmse),
-        "persistence_rmse": metrics.get("persistence_holdout_rmse"),
+        "holdout_rmse": decision.candidate_rmse,
+        "persistence_rmse": decision.persistence_rmse,
+        "champion_rmse": decision.champion_rmse,
+        "gate_rule": decision.rule,
+        "gate_passes": decision.promote,
     }
 
 
 @task_body
 def register(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Check the registered version belongs to this run and report its URI.
-
-    Raises:
-        ModelStepError: the version is not this run's.
-    """
-    from rps.models.registry import version_info
+    """Register the run's model as a version with alias ``challenger`` (once per run)."""
+    from rps.models.stages import register_candidate
 
     settings = current_settings()
-    version = str(manifest["model_version"])
-    details = version_info(settings, version)
-    if details["run_id"] != manifest["train_run_id"]:
-        raise ModelStepError(
-            f"version {version} comes from run {details['run_id']}, not {manifest['train_run_id']}"
-        )
-    return {**manifest, "model_uri": f"models:/{details['name']}/{version}"}
+    version = register_candidate(settings, str(manifest["train_run_id"]))
+    return {
+        **manifest,
+        "model_version": version,
+        "model_uri": f"models:/{settings.registered_model_name}/{version}",
+    }
 
 
 @task_body
 def promote(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Report the champion/challenger gate: promoted or not, why, and who is champion.
-
-    Raises:
-        ModelStepError: the gate promoted the version but it is not the champion.
-    """
+    """Apply the gate and move ``champion`` (skipped when the run's conf says not to)."""
     from rps.models.registry import CHAMPION, ModelNotFoundError, version_info
+    from rps.models.stages import promote_run
 
-    settings = current_settings()
-    version = str(manifest["model_version"])
-    details = version_info(settings, version)
-    try:
-        champion: str | None = str(version_info(settings, CHAMPION)["version"])
-    except ModelNotFoundError:
-        champion = None
-    decided = details.get("gate_decision") == "promoted"
-    if decided and champion != version and not manifest.get("train_reused"):
-        raise ModelStepError(f"the gate promoted version {version} but the champion is {champion}")
+    settings, params = _config()
+    info, _ = _info_and_interval(context, params)
+    if not info.conf.promote:
+        try:
+            champion: str | None = str(version_info(settings, CHAMPION)["version"])
+        except ModelNotFoundError:
+            champion = None
+        logger.info("conf promote=false: champion stays at %s", champion)
+        return {
+            **manifest,
+            "promoted": False,
+            "promotion_skipped": True,
+            "champion_version": champion,
+            "promotion_reason": "not promoted: the run's conf says promote=false",
+        }
+    outcome = promote_run(settings, params, str(manifest["train_run_id"]))
     return {
         **manifest,
-        "promoted": champion == version,
-        "champion_version": champion,
-        "promotion_reason": details.get("gate_reason"),
+        "promoted": outcome.promoted,
+        "promotion_skipped": False,
+        "champion_version": outcome.champion_version,
+        "promotion_reason": outcome.reason,
+        "api_reloads": outcome.reloads,
     }
 
 
@@ -542,7 +575,11 @@ SUMMARY_KEYS: tuple[str, ...] = (
     "holdout_rmse",
     "persistence_rmse",
     "model_version",
+    "adapted",
+    "drift_onset",
+    "gate_rule",
     "promoted",
+    "promotion_skipped",
     "champion_version",
     "promotion_reason",
 )

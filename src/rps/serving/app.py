@@ -17,10 +17,11 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rps.params import Params
+from rps.serving.errors import InputError, UnavailableError
 from rps.serving.middleware import ServingMiddleware
 from rps.serving.responses import OrjsonResponse
 from rps.serving.routers import feedback, forecast, health, metrics, model, predict
-from rps.serving.service import InputError, PredictionService, UnavailableError
+from rps.serving.service import PredictionService
 from rps.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,6 @@ def create_app(settings: Settings | None = None, params: Params | None = None) -
         summary="Hourly temperature forecasts with drift, accuracy and model monitoring",
         version="1.0.0",
         lifespan=lifespan,
-        default_response_class=OrjsonResponse,
     )
     app.state.service = service
     for router in (health.router, predict.router, forecast.router, feedback.router, model.router):

@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from rps.serving.errors import UnavailableError
 from rps.serving.predictor import ServedModel
-from rps.serving.service import PredictionService, UnavailableError
+from rps.serving.service import PredictionService
 
 _bearer = HTTPBearer(
     auto_error=False,

@@ -267,6 +267,12 @@ class ServingMetrics:
             ["action", "result"],
             registry=registry,
         )
+        self.model_reload_failures = Counter(
+            "model_reload_failures",
+            "Candidate models refused, by the check that failed (download, checksum, load, smoke).",
+            ["reason"],
+            registry=registry,
+        )
         registry.register(runtime)
         if self.multiprocess:
             from prometheus_client import multiprocess

@@ -5,17 +5,19 @@ arrays the hot path needs (training bounds, drift reference). The :class:`ModelM
 one reference to the current model; a request reads that reference once and uses that object
 to the end, so a swap (one assignment) never disturbs requests in flight.
 
-Sources, in order: ``settings.model_dir`` (a bundle directory, e.g. baked into the image; a
-reload re-reads it, so repointing a symlink or replacing the folder publishes a new model), else
-the registry's champion via ``rps.models.registry.download_bundle`` (imported lazily, so a
-server with a ``model_dir`` never imports MLflow).
+The bundle comes from a :class:`~rps.serving.sources.ModelSource`: a bundle folder
+(``RPS_MODEL_DIR``) or, by default, the registry's champion alias. In registry mode the manager
+asks the registry every ``check_seconds`` which version the alias points to and reloads when it
+moved (and on ``POST /model/reload``); while the registry does not answer it keeps serving and
+retries with exponential backoff (tenacity), and :attr:`ModelManager.registry` says so.
 
-A candidate replaces the current model only if it loads, its checksums verify and a smoke
-prediction on its reference sample is finite. Accepted bundles are copied into a
-content-addressed cache (``state/serving/bundles/<digest>``). With several workers (launched by
-``rps serve``, which sets ``RPS_SERVE_INSTANCE``) the stack of served models lives in a JSON file
-under a file lock: the worker that handles a reload or rollback commits the new stack, and every
-other worker notices the new generation within ``poll_seconds`` and swaps to the same bundle.
+A candidate replaces the current model only if it downloads, its checksums verify, it loads and
+a smoke prediction on its reference sample is finite; otherwise it is refused with the name of
+the failed check (``ModelLoadError.reason``) and the current model stays. Accepted bundles are
+copied into a content-addressed cache and, with several workers (launched by ``rps serve``,
+which sets ``RPS_SERVE_INSTANCE``), committed to the shared model stack
+(:mod:`rps.serving.model_store`); every other worker notices the new generation within
+``poll_seconds`` and swaps to the same bundle.
 """
 
 from __future__ import annotations
@@ -23,313 +25,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import fcntl
-import json
 import logging
-import os
 import shutil
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+import tenacity
 
-from rps.models.bundle import (
-    BundleError,
-    ModelBundle,
-    bundle_digest,
-    find_bundle_dir,
-    load_bundle,
-    sha256_file,
+from rps.models.bundle import BundleError, find_bundle_dir, load_bundle
+from rps.serving.model_store import (
+    MAX_HISTORY,
+    BundleCache,
+    ModelEntry,
+    ModelLoadError,
+    SharedModelState,
+    SharedStack,
+    verify_checksums,
 )
-from rps.params import DriftParams
-from rps.serving.drift import DriftMonitor, ReferenceProfile, training_bounds
-from rps.settings import Settings
+from rps.serving.registry_client import NoChampionError, RegistryUnavailableError
+from rps.serving.served import Forecast, ServedModel, build_served_model, smoke_test
+from rps.serving.sources import ModelSource
 
 logger = logging.getLogger(__name__)
 
-MAX_HISTORY = 5
-SMOKE_ROWS = 32
-
-
-class ModelLoadError(RuntimeError):
-    """A candidate model could not be loaded, failed verification or its smoke test."""
+__all__ = [
+    "Forecast",
+    "ModelLoadError",
+    "ModelManager",
+    "NoPreviousModelError",
+    "RegistryStatus",
+    "ServedModel",
+    "SwapResult",
+]
 
 
 class NoPreviousModelError(RuntimeError):
     """A rollback was asked for but there is no earlier model."""
-
-
-@dataclass(frozen=True)
-class ModelEntry:
-    """A served model's identity, as recorded in the shared model stack."""
-
-    path: str
-    checksum: str
-    version: str
-    alias: str
-    source: str
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ModelEntry:
-        return cls(**{f.name: str(data[f.name]) for f in dataclasses.fields(cls)})
-
-
-@dataclass(frozen=True)
-class Forecast:
-    """Point forecasts, interval bounds and out-of-range flags of a batch of rows."""
-
-    point: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    ood: np.ndarray  # (n, n_features) bool
-
-
-@dataclass(frozen=True)
-class ServedModel:
-    """A verified bundle ready to serve (never mutated; a swap replaces the whole object)."""
-
-    bundle: ModelBundle
-    name: str
-    version: str
-    alias: str
-    source: str
-    path: Path
-    loaded_at: datetime
-    feature_index: Mapping[str, int]
-    lower_bounds: np.ndarray
-    upper_bounds: np.ndarray
-    profile: ReferenceProfile
-
-    @property
-    def checksum(self) -> str:
-        return self.bundle.checksum
-
-    @property
-    def feature_names(self) -> list[str]:
-        return self.bundle.feature_names
-
-    @property
-    def entry(self) -> ModelEntry:
-        return ModelEntry(
-            path=str(self.path),
-            checksum=self.checksum,
-            version=self.version,
-            alias=self.alias,
-            source=self.source,
-        )
-
-    def predict(self, rows: np.ndarray) -> Forecast:
-        """Forecast a ``(n, n_features)`` array of rows in feature order."""
-        with np.errstate(over="ignore", invalid="ignore"):  # non-finite output is checked
-            point, lower, upper = self.bundle.predict_with_interval(rows)
-        ood = (rows < self.lower_bounds) | (rows > self.upper_bounds)
-        return Forecast(point=point, lower=lower, upper=upper, ood=ood)
-
-    def new_drift_monitor(self, params: DriftParams) -> DriftMonitor:
-        """An empty drift window against this model's training reference."""
-        return DriftMonitor(
-            self.profile, n_features=len(self.feature_names), window_size=params.window_size
-        )
-
-
-def _version_of(bundle: ModelBundle, hint: str | None) -> str:
-    if hint:
-        return hint
-    for key in ("model_version", "registry_version", "version"):
-        value = bundle.lineage.get(key)
-        if value not in (None, ""):
-            return str(value)
-    return bundle.checksum[:12]
-
-
-def smoke_test(bundle: ModelBundle) -> None:
-    """Predict the first reference rows and require finite output of the right shape.
-
-    Raises:
-        ModelLoadError: the prediction fails or is not finite.
-    """
-    n_features = len(bundle.feature_names)
-    sample = bundle.reference_sample
-    if sample is not None and sample.ndim == 2 and sample.shape[1] == n_features and len(sample):
-        rows = np.asarray(sample[:SMOKE_ROWS], dtype=float)
-    else:
-        means = [bundle.reference_stats.get(name, {}).get("mean") for name in bundle.feature_names]
-        if any(m is None for m in means):
-            raise ModelLoadError("bundle has neither a reference sample nor feature means")
-        rows = np.asarray([means], dtype=float)
-    try:
-        point, lower, upper = bundle.predict_with_interval(rows)
-    except Exception as exc:  # any failure of a foreign model refuses it
-        raise ModelLoadError(f"smoke prediction failed: {type(exc).__name__}: {exc}") from exc
-    for label, output in (("prediction", point), ("lower", lower), ("upper", upper)):
-        values = np.asarray(output)
-        if values.shape != (len(rows),):
-            raise ModelLoadError(f"smoke {label} has shape {values.shape}, not ({len(rows)},)")
-        if not np.all(np.isfinite(values)):
-            raise ModelLoadError(f"smoke {label} is not finite on the reference sample")
-
-
-def build_served_model(
-    bundle: ModelBundle,
-    *,
-    name: str,
-    version: str | None,
-    alias: str,
-    source: str,
-    path: Path,
-) -> ServedModel:
-    """Wrap a loaded bundle with what the hot path needs (after :func:`smoke_test`)."""
-    lower, upper = training_bounds(bundle.feature_names, bundle.reference_stats)
-    return ServedModel(
-        bundle=bundle,
-        name=name,
-        version=_version_of(bundle, version),
-        alias=alias,
-        source=source,
-        path=path,
-        loaded_at=datetime.now(UTC),
-        feature_index={n: i for i, n in enumerate(bundle.feature_names)},
-        lower_bounds=lower,
-        upper_bounds=upper,
-        profile=ReferenceProfile.build(
-            bundle.feature_names, bundle.reference_stats, bundle.reference_sample
-        ),
-    )
-
-
-class BundleCache:
-    """Content-addressed copies of accepted bundles, so every worker can load any of them."""
-
-    def __init__(self, root: Path, *, keep: int = MAX_HISTORY + 2) -> None:
-        self.root = root
-        self.keep = keep
-
-    def store(self, source: Path, checksum: str) -> Path:
-        """Copy a verified bundle to ``root/<checksum>`` (kept if already there) and return it.
-
-        Raises:
-            ModelLoadError: the copy does not match the checksums (the source changed).
-        """
-        target = self.root / checksum
-        if (target / "bundle.json").exists():
-            return target
-        self.root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".incoming-"))
-        try:
-            shutil.copytree(source, staging, dirs_exist_ok=True)
-            _verify_files(staging, checksum)
-            try:
-                staging.rename(target)
-            except OSError:
-                if not (target / "bundle.json").exists():
-                    raise
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return target
-
-    def prune(self, referenced: set[str], *, min_age_s: float = 600.0) -> None:
-        """Delete cached bundles beyond the newest ``keep`` that no stack entry references.
-
-        Only copies older than ``min_age_s`` go, so a copy another worker is about to commit
-        stays.
-        """
-
-        def mtime(path: Path) -> float:
-            try:
-                return path.stat().st_mtime
-            except OSError:  # another worker pruned it meanwhile
-                return 0.0
-
-        if not self.root.exists():
-            return
-        now = time.time()
-        cached = [p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-        cached.sort(key=mtime, reverse=True)
-        for path in cached[self.keep :]:
-            if path.name not in referenced and now - mtime(path) > min_age_s:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def _verify_files(directory: Path, checksum: str) -> None:
-    try:
-        checksums: dict[str, str] = json.loads((directory / "checksums.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"copied bundle lacks checksums: {exc}") from exc
-    if bundle_digest(checksums) != checksum:
-        raise ModelLoadError("bundle changed while it was being copied")
-    for name, expected in checksums.items():
-        if sha256_file(directory / name) != expected:
-            raise ModelLoadError(f"bundle file {name} changed while it was being copied")
-
-
-@dataclass(frozen=True)
-class SharedStack:
-    """The model stack as last committed (``entries[-1]`` is served)."""
-
-    generation: int
-    entries: tuple[ModelEntry, ...]
-
-
-class SharedModelState:
-    """The served-model stack of one server instance in a JSON file under a file lock."""
-
-    def __init__(self, path: Path, instance: str) -> None:
-        self.path = path
-        self.instance = instance
-        self._lock_path = path.with_suffix(".lock")
-
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the cross-process lock (blocking)."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock_path.open("a") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
-
-    def stamp(self) -> tuple[int, int] | None:
-        """``(mtime_ns, size)`` of the file, to notice changes cheaply."""
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            return None
-        return stat.st_mtime_ns, stat.st_size
-
-    def read(self) -> SharedStack | None:
-        """The committed stack of this instance, or None (absent, unreadable, other instance)."""
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-            if data.get("instance") != self.instance:
-                return None
-            entries = tuple(ModelEntry.from_dict(e) for e in data["entries"])
-            return SharedStack(generation=int(data["generation"]), entries=entries)
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("ignoring unreadable model state %s: %s", self.path, exc)
-            return None
-
-    def write(self, stack: SharedStack) -> None:
-        """Replace the file atomically."""
-        data = {
-            "instance": self.instance,
-            "generation": stack.generation,
-            "entries": [dataclasses.asdict(e) for e in stack.entries],
-            "written_at": datetime.now(UTC).isoformat(),
-            "written_by": os.getpid(),
-        }
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".model_state.")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        Path(tmp).replace(self.path)
 
 
 @dataclass(frozen=True)
@@ -343,67 +78,23 @@ class SwapResult:
 
 
 @dataclass(frozen=True)
-class SourceBundle:
-    """A located champion bundle.
+class RegistryStatus:
+    """The outcome of the last registry check (registry mode only).
 
     Attributes:
-        path: The directory holding ``bundle.json``.
-        version: The registry version when known.
-        source: Where it came from, for ``/model/info``.
-        download_root: A temporary download folder to delete once the bundle is cached.
+        reachable: The registry answered the last check.
+        champion_version: The version the alias pointed to (None: no champion yet).
+        checked_at: When the last check ended.
+        detail: The error of the last check, if any.
     """
 
-    path: Path
-    version: str | None
-    source: str
-    download_root: Path | None = None
+    reachable: bool
+    champion_version: str | None
+    checked_at: datetime
+    detail: str | None = None
 
 
-SourceResolver = Callable[[], SourceBundle]
-
-
-def resolve_source(settings: Settings) -> SourceBundle:
-    """Locate the current champion bundle: ``settings.model_dir``, else the registry alias.
-
-    From the registry, the champion's version is read first and that exact version is
-    downloaded, so the reported version always matches the bundle even if the alias moves.
-
-    Raises:
-        ModelLoadError: the directory is missing, or the registry cannot deliver a bundle.
-    """
-    if settings.model_dir is not None:
-        directory = settings.model_dir
-        if not directory.is_absolute():
-            directory = settings.project_root / directory
-        if not directory.exists():
-            raise ModelLoadError(f"model_dir {directory} does not exist")
-        return SourceBundle(path=directory.resolve(), version=None, source=str(directory))
-    try:
-        from rps.models.registry import champion_info, download_bundle
-    except ImportError as exc:
-        raise ModelLoadError(f"no model_dir set and the registry is unavailable: {exc}") from exc
-    ref, version = "champion", None
-    try:
-        info = champion_info(settings)
-        if info.get("version") is not None:
-            version = str(info["version"])
-            ref = version
-    except Exception as exc:  # the download below reports the registry's problem
-        logger.warning("champion version unknown: %s", exc)
-    download_root = Path(tempfile.mkdtemp(prefix="rps-serving-download-"))
-    try:
-        directory = Path(download_bundle(settings, ref=ref, dst=download_root))
-    except Exception as exc:  # registry clients raise many kinds
-        shutil.rmtree(download_root, ignore_errors=True)
-        raise ModelLoadError(
-            f"cannot download {settings.champion_uri} (ref {ref}): {type(exc).__name__}: {exc}"
-        ) from exc
-    return SourceBundle(
-        path=directory,
-        version=version,
-        source=f"{settings.champion_uri} (version {version})" if version else settings.champion_uri,
-        download_root=download_root,
-    )
+RefusalCallback = Callable[[str, str], None]
 
 
 class ModelManager:
@@ -413,60 +104,77 @@ class ModelManager:
         self,
         *,
         name: str,
-        resolver: SourceResolver,
+        source: ModelSource,
         cache: BundleCache | None,
         shared: SharedModelState | None,
         poll_seconds: float = 1.0,
         retry_seconds: float = 30.0,
+        check_seconds: float = 30.0,
+        backoff_max_seconds: float = 300.0,
     ) -> None:
         """Create a manager without a model (call :meth:`start`).
 
         Args:
             name: The registered model name reported with every model.
-            resolver: Locates the champion bundle (see :func:`resolve_source`).
+            source: Locates the bundle (see :func:`rps.serving.sources.model_source`).
             cache: Where accepted bundles are copied (None: serve from the source path).
             shared: The cross-worker model stack (None: this process only).
             poll_seconds: How often to look for swaps made by other workers.
-            retry_seconds: How often to retry the initial load while no model is served.
+            retry_seconds: How often to retry the initial load of a ``model_dir`` while no
+                model is served.
+            check_seconds: How often to ask the registry for the champion's version
+                (registry mode; 0 turns the check off, leaving ``POST /model/reload``).
+            backoff_max_seconds: Longest wait between checks while the registry is down.
         """
         self.name = name
-        self.resolver = resolver
+        self.source = source
         self.cache = cache
         self.shared = shared
         self.poll_seconds = poll_seconds
         self.retry_seconds = retry_seconds
+        self.check_seconds = check_seconds
+        self.backoff_max_seconds = backoff_max_seconds
         self.current: ServedModel | None = None
         self.last_error: str | None = None
+        self.registry: RegistryStatus | None = None
+        self.followed_version: str | None = None
         self.on_swap: list[Callable[[ServedModel | None, ServedModel], None]] = []
+        self.on_refused: list[RefusalCallback] = []
         self._entries: tuple[ModelEntry, ...] = ()
         self._loaded: dict[str, ServedModel] = {}
         self._generation = 0
         self._stamp: tuple[int, int] | None = None
         self._op_lock = asyncio.Lock()
         self._local_lock = threading.Lock()
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def mode(self) -> str:
+        """``registry`` or ``model_dir``."""
+        return self.source.mode
 
     # loading ----------------------------------------------------------------------------------
     def load_path(
         self, directory: Path, *, version: str | None, alias: str, source: str
     ) -> ServedModel:
-        """Load, verify and smoke-test a bundle, and cache a copy (blocking).
+        """Verify, load and smoke-test a bundle, and cache a copy (blocking).
 
         Raises:
-            ModelLoadError: any failure; the message says which check refused the bundle.
+            ModelLoadError: any failure; ``reason`` names the check that refused the bundle.
         """
         try:
-            bundle = load_bundle(directory)
             bundle_dir = find_bundle_dir(directory)
+        except (BundleError, OSError) as exc:
+            raise ModelLoadError(str(exc), reason="load") from exc
+        verify_checksums(bundle_dir)
+        try:
+            bundle = load_bundle(bundle_dir, verify=False)  # verified just above
         except BundleError as exc:
-            raise ModelLoadError(str(exc)) from exc
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ModelLoadError(
-                f"bundle at {directory} is malformed: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise ModelLoadError(str(exc), reason="load") from exc
         except Exception as exc:  # e.g. LightGBM refusing a damaged model file
             raise ModelLoadError(
-                f"bundle at {directory} failed to load: {type(exc).__name__}: {exc}"
+                f"bundle at {directory} failed to load: {type(exc).__name__}: {exc}",
+                reason="load",
             ) from exc
         smoke_test(bundle)
         served_path = bundle_dir
@@ -479,9 +187,9 @@ class ModelManager:
             bundle, name=self.name, version=version, alias=alias, source=source, path=served_path
         )
 
-    def load_from_source(self) -> ServedModel:
-        """Load the current champion from the configured source (blocking)."""
-        located = self.resolver()
+    def load_from_source(self, version: str | None = None) -> ServedModel:
+        """Load the champion (``version``, or whatever the source holds now; blocking)."""
+        located = self.source.fetch(version)
         root = located.download_root
         try:
             model = self.load_path(
@@ -505,8 +213,16 @@ class ModelManager:
             Path(entry.path), version=entry.version, alias=entry.alias, source=entry.source
         )
         if model.checksum != entry.checksum:
-            raise ModelLoadError(f"bundle at {entry.path} no longer has checksum {entry.checksum}")
+            raise ModelLoadError(
+                f"bundle at {entry.path} no longer has checksum {entry.checksum}",
+                reason="checksum",
+            )
         return model
+
+    def _refused(self, exc: ModelLoadError, what: str) -> None:
+        logger.error("%s refused by the %s check: %s", what, exc.reason, exc)
+        for callback in self.on_refused:
+            callback(exc.reason, str(exc))
 
     # swapping ---------------------------------------------------------------------------------
     def _install(
@@ -520,6 +236,8 @@ class ModelManager:
         self._loaded[model.checksum] = model
         self.current = model  # the one assignment requests observe
         self.last_error = None
+        if entries and entries[-1].alias == "champion" and self.mode == "registry":
+            self.followed_version = entries[-1].version
         if previous is None or previous.checksum != model.checksum:
             logger.info(
                 "serving %s version %s (%s) from %s",
@@ -560,17 +278,20 @@ class ModelManager:
             yield
 
     async def start(self) -> None:
-        """Load the first model (following the shared stack when other workers moved it)."""
+        """Load the first model and start following other workers (and the registry)."""
         await self._initial_load()
-        self._task = asyncio.create_task(self._watch(), name="model-watch")
+        self._tasks.append(asyncio.create_task(self._watch(), name="model-watch"))
+        if self.mode == "registry" and self.check_seconds > 0:
+            self._tasks.append(asyncio.create_task(self._follow(), name="registry-follow"))
 
     async def stop(self) -> None:
-        """Stop watching for swaps."""
-        if self._task is not None:
-            self._task.cancel()
+        """Stop the background tasks."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+                await task
+        self._tasks.clear()
 
     async def _initial_load(self) -> None:
         committed = self.shared.read() if self.shared is not None else None
@@ -586,19 +307,26 @@ class ModelManager:
             model = await asyncio.to_thread(self.load_from_source)
         except ModelLoadError as exc:
             self.last_error = str(exc)
-            logger.error("no model loaded: %s", exc)
+            if exc.reason == "no_champion":
+                logger.warning("no model loaded yet: %s", exc)
+            else:
+                self._refused(exc, "initial model")
             return
         self._install(model, (model.entry,), 0)
 
-    async def reload(self) -> SwapResult:
-        """Load the current champion and swap to it when it passes every check.
+    async def reload(self, version: str | None = None) -> SwapResult:
+        """Load the champion (``version``, else the current one) and swap to it if it passes.
 
         Raises:
             ModelLoadError: the candidate was refused (the current model stays).
         """
         async with self._op_lock:
             previous = self.current
-            candidate = await asyncio.to_thread(self.load_from_source)
+            try:
+                candidate = await asyncio.to_thread(self.load_from_source, version)
+            except ModelLoadError as exc:
+                self._refused(exc, f"champion {version or ''}".strip())
+                raise
 
             def push(entries: tuple[ModelEntry, ...]) -> tuple[ModelEntry, ...] | None:
                 if entries and entries[-1].checksum == candidate.checksum:
@@ -639,7 +367,7 @@ class ModelManager:
             self._install(model, *committed)
             return SwapResult(True, previous, model, "rolled back to the previous model")
 
-    # following other workers ----------------------------------------------------------------
+    # following other workers and the registry -------------------------------------------------
     async def sync(self) -> bool:
         """Adopt a stack another worker committed; True when this worker swapped."""
         if self.shared is None:
@@ -667,13 +395,80 @@ class ModelManager:
             self._install(model, committed.entries, committed.generation)
             return changed
 
+    async def check_registry(self) -> bool:
+        """Ask the registry for the champion's version; reload when it moved. True on a swap.
+
+        A version this worker already followed (served, refused, or rolled back from) is not
+        loaded again until the alias moves; ``POST /model/reload`` always tries.
+
+        Raises:
+            RegistryUnavailableError: the registry did not answer (the caller backs off).
+        """
+        await self.sync()  # another worker may already have swapped
+        try:
+            version = await asyncio.to_thread(self.source.champion_version)
+        except NoChampionError as exc:
+            self.registry = RegistryStatus(True, None, datetime.now(UTC), str(exc))
+            return False
+        except RegistryUnavailableError as exc:
+            self.registry = RegistryStatus(
+                False,
+                self.registry.champion_version if self.registry else None,
+                datetime.now(UTC),
+                str(exc),
+            )
+            raise
+        self.registry = RegistryStatus(True, version, datetime.now(UTC))
+        if version is None or version == self.followed_version:
+            return False
+        logger.info("champion moved to version %s; reloading", version)
+        self.followed_version = version
+        try:
+            result = await self.reload(version)
+        except ModelLoadError:
+            return False  # logged and counted; the current model stays
+        return result.changed
+
+    async def _follow(self) -> None:
+        def down(state: tenacity.RetryCallState) -> None:
+            wait = state.next_action.sleep if state.next_action else 0.0
+            logger.warning(
+                "registry unreachable (attempt %d), serving on; next check in %.0f s: %s",
+                state.attempt_number,
+                wait,
+                self.registry.detail if self.registry else "",
+            )
+
+        while True:
+            await asyncio.sleep(self.check_seconds)
+            try:
+                async for attempt in tenacity.AsyncRetrying(
+                    retry=tenacity.retry_if_exception_type(RegistryUnavailableError),
+                    wait=tenacity.wait_exponential(
+                        multiplier=self.check_seconds,
+                        min=self.check_seconds,
+                        max=self.backoff_max_seconds,
+                    ),
+                    before_sleep=down,
+                ):
+                    with attempt:
+                        await self.check_registry()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the follower must survive anything
+                logger.exception("registry check failed; retrying")
+
     async def _watch(self) -> None:
         last_retry = time.monotonic()
         while True:
             await asyncio.sleep(self.poll_seconds)
             try:
                 await self.sync()
-                if self.current is None and time.monotonic() - last_retry >= self.retry_seconds:
+                if (
+                    self.current is None
+                    and self.mode == "model_dir"
+                    and time.monotonic() - last_retry >= self.retry_seconds
+                ):
                     last_retry = time.monotonic()
                     await self._initial_load()
             except asyncio.CancelledError:

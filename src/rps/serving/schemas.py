@@ -1,23 +1,34 @@
 """Request and response bodies of the prediction API (the OpenAPI schema is built from these).
 
 Feature values and observations are strict finite numbers: strings, booleans, ``NaN`` and
-infinities are rejected with a 422 that names the offending field. Limits that depend on the
-loaded model or on the settings (known feature names, ``max_batch_rows``, the observation window
-length) are checked by the handlers and reported in the same 422 format.
+infinities are rejected with a 422 that names the offending field, and so are checks that need
+no model (exactly one input, ``issue_times`` as long as ``rows``, observation times on the hour
+and consecutive). Limits that depend on the loaded model or on the settings (known feature
+names, ``max_batch_rows``, the observation window length) are checked in
+:mod:`rps.serving.inputs` and reported in the same 422 format.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 """A JSON number that is neither NaN nor infinite (integers are accepted)."""
 
 
 MIN_YEAR, MAX_YEAR = 1900, 2200
+HOUR_S = 3600
 
 
 def _iso_text(value: object) -> object:
@@ -43,7 +54,8 @@ class _Response(BaseModel):
 
 
 class Observation(BaseModel):
-    """One hourly observation: ``time`` plus one finite number per variable."""
+    """One hourly observation: ``time`` plus one finite number per variable (a window for
+    ``POST /predict``; a realized value, at least the target, for ``POST /feedback``)."""
 
     model_config = ConfigDict(
         extra="allow",
@@ -102,12 +114,37 @@ class PredictRequest(BaseModel):
         ),
     )
 
+    @field_validator("observations")
+    @classmethod
+    def _consecutive_hours(cls, value: list[Observation] | None) -> list[Observation] | None:
+        if value is None:
+            return value
+        previous: int | None = None
+        for i, obs in enumerate(value):
+            moment = obs.time if obs.time.tzinfo else obs.time.replace(tzinfo=UTC)
+            second = int(moment.timestamp())
+            if second % HOUR_S:
+                raise ValueError(f"observations[{i}].time must be on the hour")
+            if previous is not None and second - previous != HOUR_S:
+                problem = "a gap" if second > previous else "times not increasing"
+                raise ValueError(
+                    f"observations must be consecutive hours, oldest first ({problem} before "
+                    f"observations[{i}].time {moment.isoformat()})"
+                )
+            previous = second
+        return value
+
     @model_validator(mode="after")
     def _one_input(self) -> PredictRequest:
         if (self.rows is None) == (self.observations is None):
             raise ValueError("provide exactly one of 'rows' or 'observations'")
-        if self.issue_times is not None and self.rows is None:
-            raise ValueError("'issue_times' goes with 'rows' only")
+        if self.issue_times is not None:
+            if self.rows is None:
+                raise ValueError("'issue_times' goes with 'rows' only")
+            if len(self.issue_times) != len(self.rows):
+                raise ValueError(
+                    f"issue_times has {len(self.issue_times)} items, rows has {len(self.rows)}"
+                )
         return self
 
 
@@ -135,14 +172,46 @@ class PredictResponse(_Response):
     predictions: list[Prediction]
 
 
-class HealthResponse(_Response):
-    """Liveness and readiness: 200 with a model loaded, 503 without."""
+class RegistryHealth(_Response):
+    """The last check of the registry's champion alias (registry mode)."""
 
-    status: Literal["ok", "unavailable"]
+    reachable: bool = Field(description="The registry answered the last check.")
+    champion_version: str | None = Field(description="The version the alias points to.")
+    checked_at: datetime
+    detail: str | None = Field(default=None, description="The last check's error, if any.")
+
+
+class HealthResponse(_Response):
+    """Liveness and readiness: 200 with a model loaded, 503 without.
+
+    ``degraded``: a model is served but the registry did not answer the last check.
+    """
+
+    status: Literal["ok", "degraded", "unavailable"]
     model_loaded: bool
     model_name: str | None = None
     model_version: str | None = None
+    model_source: Literal["registry", "model_dir"]
+    registry: RegistryHealth | None = Field(
+        default=None, description="Registry mode only; null before the first check."
+    )
     uptime_seconds: float
+    worker_pid: int = Field(description="The answering worker process (one API, several workers).")
+    detail: str | None = None
+
+
+class LiveResponse(_Response):
+    """The process is up and answers HTTP."""
+
+    status: Literal["alive"]
+    uptime_seconds: float
+
+
+class ReadyResponse(_Response):
+    """Whether this replica can predict: 200 with a model loaded, 503 without."""
+
+    status: Literal["ready", "not_ready"]
+    model_version: str | None = None
     detail: str | None = None
 
 
@@ -169,29 +238,14 @@ class ModelInfoResponse(_Response):
     lineage: dict[str, Any]
 
 
-class FeedbackObservation(BaseModel):
-    """A realized value: ``time`` and at least the target variable."""
-
-    model_config = ConfigDict(
-        extra="allow",
-        json_schema_extra={"examples": [{"time": "2024-05-01T18:00:00Z", "temperature_2m": 24.0}]},
-    )
-
-    time: IsoDatetime
-    __pydantic_extra__: dict[str, FiniteFloat]
-
-    @property
-    def values(self) -> dict[str, float]:
-        """The variables of this observation (everything but ``time``)."""
-        return dict(self.__pydantic_extra__ or {})
-
-
 class FeedbackRequest(BaseModel):
     """Realized observations to join with logged predictions."""
 
     model_config = ConfigDict(extra="forbid")
 
-    observations: list[FeedbackObservation] = Field(min_length=1)
+    observations: list[Observation] = Field(
+        min_length=1, description="Each with `time` and at least the target variable."
+    )
 
 
 class FeedbackResponse(_Response):

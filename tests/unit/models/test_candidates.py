@@ -9,20 +9,17 @@ import pytest
 from rps.features.build import TARGET, build_features
 from rps.models import evaluation as ev
 from rps.models.bundle import ModelBundle, load_bundle
-from rps.models.train import (
+from rps.models.candidates import (
     BASELINES,
     KIND_OF,
     LEARNED,
-    CandidateResult,
-    CVOutcome,
-    choose_candidate,
-    cross_validate,
     feature_importance,
     fit_candidate,
-    prepare_data,
     seasonal_feature,
-    tune,
 )
+from rps.models.selection import CandidateResult, choose_candidate
+from rps.models.splits import prepare_data
+from rps.models.tuning import CVOutcome, cross_validate, tune
 
 
 @pytest.fixture(scope="module")

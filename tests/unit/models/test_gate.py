@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rps.models.registry import decide_promotion
+from rps.models.gate import decide_promotion
 
 RULE = {"horizon": 6, "significance": 0.05, "margin": 0.02}
 

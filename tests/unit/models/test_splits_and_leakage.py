@@ -7,15 +7,9 @@ import pandas as pd
 import pytest
 
 from rps.features.build import TARGET, build_features
-from rps.models.train import (
-    InsufficientDataError,
-    LeakageError,
-    check_no_leakage,
-    holdout_split,
-    prepare_data,
-    required_rows,
-    rolling_origin_folds,
-)
+from rps.models.errors import InsufficientDataError, LeakageError
+from rps.models.leakage import check_no_leakage
+from rps.models.splits import holdout_split, prepare_data, required_rows, rolling_origin_folds
 
 
 @pytest.fixture(scope="module")

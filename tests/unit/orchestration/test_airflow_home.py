@@ -1,4 +1,4 @@
-"""The embedded Airflow home: environment, local settings shim, migrate-once marker."""
+"""The embedded Airflow home: environment, no local settings, migrate-once marker."""
 
 from __future__ import annotations
 
@@ -50,13 +50,16 @@ def test_migrates_on_first_use_only(settings: Settings, home: list[Path]) -> Non
     assert len(home) == 2  # the database went missing: migrate again
 
 
-def test_local_settings_shim_written_but_user_files_kept(
+def test_no_local_settings_and_stale_patch_loader_removed(
     settings: Settings, home: list[Path]
 ) -> None:
+    """Airflow runs unpatched: the loader older versions wrote goes, a user's own file stays."""
+    config = settings.airflow_home_path.absolute() / "config"
+    config.mkdir(parents=True)
+    local = config / "airflow_local_settings.py"
+    local.write_text(airflow_home.STALE_LOCAL_SETTINGS_HEADER + " (delete this line)\nimport x\n")
     path = airflow_home.ensure_airflow_home(settings)
-    local = path / "config" / "airflow_local_settings.py"
-    assert "patch_airflow_for_pydantic()" in local.read_text()
-    compile(local.read_text(), str(local), "exec")
+    assert not (path / "config" / "airflow_local_settings.py").exists()
     local.write_text("# mine\n")
     airflow_home.ensure_airflow_home(settings)
     assert local.read_text() == "# mine\n"

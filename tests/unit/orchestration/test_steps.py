@@ -16,6 +16,17 @@ def test_conf_defaults_and_values() -> None:
     assert parse_conf({"reason": " drift ", "source": "replay"}) == steps.RunConf("drift", "replay")
 
 
+def test_conf_stops_before_promote_and_marks_drift_runs() -> None:
+    """promote=false is kept; a drift alert's name, adapt or an onset make the run adapt."""
+    conf = parse_conf({"reason": "ci", "promote": False})
+    assert conf.promote is False and not conf.adapts
+    assert parse_conf({"reason": "DataDriftDetected: inputs moved"}).adapts
+    assert parse_conf({"reason": "manual", "adapt": True}).adapts
+    onset = parse_conf({"drift_onset": "2026-11-20T05:30:00Z"})
+    assert onset.adapts and onset.drift_onset == pd.Timestamp("2026-11-20T05:00:00Z")
+    assert parse_conf(None).promote is True
+
+
 @pytest.mark.parametrize(
     ("conf", "message"),
     [
@@ -23,6 +34,9 @@ def test_conf_defaults_and_values() -> None:
         ({"reasons": "drift"}, "'reasons'"),
         ({"reason": ""}, "non-empty"),
         ({"source": "ftp"}, "source"),
+        ({"promote": "no"}, "'promote' must be true or false"),
+        ({"adapt": 1}, "'adapt' must be true or false"),
+        ({"drift_onset": "last tuesday"}, "'drift_onset' must be an ISO 8601 time"),
     ],
 )
 def test_invalid_conf_names_the_key(conf: dict[str, object], message: str) -> None:

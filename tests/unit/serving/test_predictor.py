@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from rps.models.bundle import load_bundle
-from rps.serving.predictor import (
+from rps.serving.model_store import (
     BundleCache,
     ModelEntry,
     ModelLoadError,
     SharedModelState,
     SharedStack,
-    smoke_test,
 )
+from rps.serving.served import smoke_test
 
 
 def test_cache_stores_a_verified_copy_once(bundle_dir: Path, tmp_path: Path) -> None:
@@ -38,8 +38,9 @@ def test_cache_refuses_a_source_that_changed(bundle_dir: Path, tmp_path: Path) -
     checksum = load_bundle(source).checksum
     (source / "params.json").write_text("{}")
     cache = BundleCache(tmp_path / "cache")
-    with pytest.raises(ModelLoadError, match="changed"):
+    with pytest.raises(ModelLoadError, match="checksum mismatch for params.json") as refused:
         cache.store(source, checksum)
+    assert refused.value.reason == "checksum"
     assert list((tmp_path / "cache").iterdir()) == []
 
 

@@ -41,15 +41,33 @@ def _utc_now() -> pd.Timestamp:
 
 @dataclass
 class ReplayClock:
-    """Maps wall-clock time onto replay time: ``replay = anchor + (wall - anchor) * speed``."""
+    """Maps wall-clock time onto replay time: ``replay = origin + (wall - anchor) * speed``.
+
+    ``origin`` defaults to ``anchor`` (replay time starts at wall time).
+    """
 
     speed: float = 1.0
     wall_now: Callable[[], pd.Timestamp] = _utc_now
     anchor: pd.Timestamp = field(default_factory=_utc_now)
+    origin: pd.Timestamp | None = None
 
     def now(self) -> pd.Timestamp:
         elapsed = self.wall_now() - self.anchor
-        return self.anchor + elapsed * self.speed
+        return (self.anchor if self.origin is None else self.origin) + elapsed * self.speed
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReplayClock:
+        """The clock every process of one deployment shares (``RPS_REPLAY_*``)."""
+        anchor = _utc_now() if settings.replay_anchor is None else _utc(pd.Timestamp(settings.replay_anchor))
+        origin = None if settings.replay_origin is None else _utc(pd.Timestamp(settings.replay_origin))
+        return cls(speed=settings.replay_speed, anchor=anchor, origin=origin)
+
+
+def current_time(settings: Settings) -> pd.Timestamp:
+    """"Now" for a data interval: the replay clock's time for the replay source, else wall time."""
+    if settings.source == "replay":
+        return ReplayClock.from_settings(settings).now()
+    return _utc_now()
 
 
 def read_tmy3(path: Path) -> pd.DataFrame:
@@ -154,7 +172,7 @@ class ReplaySource:
             raise SourceError(f"replay file not found: {path}")
         return cls(
             read_tmy3(Path(path)),
-            clock=ReplayClock(speed=settings.replay_speed),
+            clock=ReplayClock.from_settings(settings),
             variables=params.data.variables,
             scenario=params.drift.scenario,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from rps.serving.deps import ServiceDep
-from rps.serving.responses import OrjsonResponse, errors
+from rps.serving.responses import errors
 from rps.serving.schemas import FeedbackRequest, FeedbackResponse
 
 router = APIRouter(tags=["monitoring"])
@@ -17,11 +17,11 @@ router = APIRouter(tags=["monitoring"])
     responses=errors(413, 503),
     summary="Report realized values",
 )
-async def feedback(body: FeedbackRequest, service: ServiceDep) -> OrjsonResponse:
+async def feedback(body: FeedbackRequest, service: ServiceDep) -> FeedbackResponse:
     """Store realized target values and update live RMSE/MAE.
 
     Each observation needs ``time`` and the target variable; predictions whose target time
     matches are joined, and the live metrics cover the newest ``live_accuracy_window`` joined
     predictions.
     """
-    return OrjsonResponse(service.feedback(body.observations))
+    return service.feedback(body.observations)

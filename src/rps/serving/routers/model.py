@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Literal
 
 from fastapi import APIRouter, HTTPException, status
 
 from rps.serving.deps import AdminDep, ModelDep, ServiceDep
 from rps.serving.predictor import ModelLoadError, NoPreviousModelError, SwapResult
-from rps.serving.responses import OrjsonResponse, errors
+from rps.serving.responses import errors
 from rps.serving.schemas import ModelInfoResponse, ModelSwapResponse
 
 logger = logging.getLogger(__name__)
@@ -21,22 +22,22 @@ router = APIRouter(prefix="/model", tags=["model"])
     responses=errors(503),
     summary="The served model and its lineage",
 )
-async def model_info(model: ModelDep) -> OrjsonResponse:
+async def model_info(model: ModelDep) -> ModelInfoResponse:
     """Name, version, alias, run, dataset hash, code SHA, metrics, features and checksum."""
     from rps.serving.service import PredictionService
 
-    return OrjsonResponse(PredictionService.model_info(model))
+    return PredictionService.model_info(model)
 
 
-def _swap_body(action: str, result: SwapResult) -> dict[str, object]:
-    return {
-        "action": action,
-        "changed": result.changed,
-        "previous_version": result.previous.version if result.previous else None,
-        "model_version": result.current.version,
-        "checksum": result.current.checksum,
-        "detail": result.detail,
-    }
+def _swap_body(action: Literal["reload", "rollback"], result: SwapResult) -> ModelSwapResponse:
+    return ModelSwapResponse(
+        action=action,
+        changed=result.changed,
+        previous_version=result.previous.version if result.previous else None,
+        model_version=result.current.version,
+        checksum=result.current.checksum,
+        detail=result.detail,
+    )
 
 
 def _refused(service: ServiceDep, action: str, exc: Exception) -> HTTPException:
@@ -53,19 +54,20 @@ def _refused(service: ServiceDep, action: str, exc: Exception) -> HTTPException:
     responses=errors(401, 403, 409, 503),
     summary="Hot-swap to the current champion",
 )
-async def reload_model(service: ServiceDep, _admin: AdminDep) -> OrjsonResponse:
+async def reload_model(service: ServiceDep, _admin: AdminDep) -> ModelSwapResponse:
     """Load the champion (``model_dir`` or the registry alias) and swap to it atomically.
 
-    The candidate must load, pass its checksums and predict finite values on its reference
-    sample; otherwise the answer is 409 and the current model stays. Requests in flight finish
-    on the model they started with. Other workers follow within about a second.
+    The candidate must download, pass its checksums, load and predict finite values on its
+    reference sample; otherwise the answer is 409 naming the failed check, the refusal is
+    counted in ``model_reload_failures_total{reason}`` and the current model stays. Requests in
+    flight finish on the model they started with. Other workers follow within about a second.
     """
     try:
         result = await service.manager.reload()
     except ModelLoadError as exc:
         raise _refused(service, "reload", exc) from exc
     service.metrics.model_swaps.labels(action="reload", result="ok").inc()
-    return OrjsonResponse(_swap_body("reload", result))
+    return _swap_body("reload", result)
 
 
 @router.post(
@@ -74,11 +76,11 @@ async def reload_model(service: ServiceDep, _admin: AdminDep) -> OrjsonResponse:
     responses=errors(401, 403, 409, 503),
     summary="Swap back to the previous model",
 )
-async def rollback_model(service: ServiceDep, _admin: AdminDep) -> OrjsonResponse:
+async def rollback_model(service: ServiceDep, _admin: AdminDep) -> ModelSwapResponse:
     """Serve the model that was served before the current one (409 when there is none)."""
     try:
         result = await service.manager.rollback()
     except (ModelLoadError, NoPreviousModelError) as exc:
         raise _refused(service, "rollback", exc) from exc
     service.metrics.model_swaps.labels(action="rollback", result="ok").inc()
-    return OrjsonResponse(_swap_body("rollback", result))
+    return _swap_body("rollback", result)

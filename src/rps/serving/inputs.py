@@ -1,0 +1,123 @@
+"""Request inputs to feature rows, for the model read once per request.
+
+Checks that need no model (finite numbers, one input kind, ``issue_times`` length, hourly
+consecutive observation times) are done by the request schemas (:mod:`rps.serving.schemas`);
+what is left here depends on the served model: its feature names and its feature spec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import numpy as np
+
+from rps.features.build import FeatureError, build_feature_row
+from rps.serving.errors import InputError
+from rps.serving.schemas import Observation
+from rps.serving.served import ServedModel
+
+MAX_ERRORS = 20
+
+
+def epoch(moment: datetime) -> int:
+    """Unix seconds of a datetime (naive means UTC)."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp())
+
+
+def rows_to_matrix(
+    model: ServedModel, rows: list[dict[str, float]], *, max_rows: int
+) -> np.ndarray:
+    """Feature rows as a ``(n, n_features)`` array in the model's order.
+
+    Raises:
+        InputError: a row lacks a feature or has an unknown one, or the batch is too big.
+    """
+    if len(rows) > max_rows:
+        raise InputError.at(
+            ["rows"],
+            f"batch has {len(rows)} rows, at most max_batch_rows={max_rows} are accepted",
+            "too_long",
+        )
+    names = model.feature_names
+    index = model.feature_index
+    matrix = np.empty((len(rows), len(names)))
+    errors: list[dict[str, Any]] = []
+    for i, row in enumerate(rows):
+        if row.keys() == index.keys():
+            matrix[i] = [row[name] for name in names]
+            continue
+        errors += [
+            {
+                "loc": ["body", "rows", i, key],
+                "msg": f"unknown feature {key!r} (GET /model/info lists the features)",
+                "type": "unknown_feature",
+            }
+            for key in row
+            if key not in index
+        ]
+        errors += [
+            {
+                "loc": ["body", "rows", i, name],
+                "msg": f"feature {name!r} is missing",
+                "type": "missing",
+            }
+            for name in names
+            if name not in row
+        ]
+        if len(errors) >= MAX_ERRORS:
+            break
+    if errors:
+        raise InputError(errors[:MAX_ERRORS])
+    return matrix
+
+
+def observations_to_row(
+    model: ServedModel, observations: Sequence[Observation]
+) -> tuple[np.ndarray, datetime]:
+    """The feature row for the newest hour of an observation window, and its issue time.
+
+    The schema has checked that the times are consecutive hours, oldest first; only the newest
+    ``window_hours`` observations are used.
+
+    Raises:
+        InputError: the window is too short for the model, or lacks or adds variables.
+    """
+    spec = model.bundle.feature_spec
+    need = spec.window_hours
+    if len(observations) < need:
+        raise InputError.at(
+            ["observations"],
+            f"observation window has {len(observations)} hours, the features need {need} "
+            "consecutive hours",
+            "too_short",
+        )
+    variables = spec.variables
+    known = set(variables)
+    offset = len(observations) - need
+    values = np.empty((need, len(variables)))
+    for j, obs in enumerate(observations[offset:]):
+        present = obs.values
+        unknown = sorted(set(present) - known)
+        if unknown:
+            raise InputError.at(
+                ["observations", offset + j, unknown[0]],
+                f"unknown variable {unknown[0]!r}; expected {list(variables)}",
+                "unknown_variable",
+            )
+        for k, name in enumerate(variables):
+            if name not in present:
+                raise InputError.at(
+                    ["observations", offset + j, name], f"variable {name!r} is missing", "missing"
+                )
+            values[j, k] = present[name]
+    issue = datetime.fromtimestamp(epoch(observations[-1].time), tz=UTC)
+    try:
+        # a datetime is what the online path computes its time features from (no pandas)
+        row = build_feature_row(values, spec, issue_time=cast(Any, issue))
+    except FeatureError as exc:
+        raise InputError.at(["observations"], str(exc)) from exc
+    return row, issue

@@ -38,7 +38,7 @@ def test_cache_refuses_a_source_that_changed(bundle_dir: Path, tmp_path: Path) -
     checksum = load_bundle(source).checksum
     (source / "params.json").write_text("{}")
     cache = BundleCache(tmp_path / "cache")
-    with pytest.raises(ModelLoadError, match="checksum mismatch for params.json") as refused:
+    with pytest.raises(ModelLoadError, match=r"checksum mismatch for params\.json") as refused:
         cache.store(source, checksum)
     assert refused.value.reason == "checksum"
     assert list((tmp_path / "cache").iterdir()) == []

@@ -327,14 +327,21 @@ def traffic(stack: Stack) -> Traffic:
 
 # tests ---------------------------------------------------------------------------------------
 def test_prometheus_runs_the_production_rules_with_short_for(stack: Stack) -> None:
-    """The test rules differ from production in ``for`` and the recording interval only."""
+    """The test rules differ from production in ``for`` (and the descriptions that state it)
+    and the recording interval only."""
     for path in stack.rule_files:
         production = yaml.safe_load((RULES_DIR / path.name).read_text(encoding="utf-8"))
         variant = yaml.safe_load(path.read_text(encoding="utf-8"))
+        for group in variant["groups"]:
+            for rule in group["rules"]:
+                if "alert" in rule:
+                    text = " ".join(rule["annotations"]["description"].split())
+                    assert f"for {ALERT_FOR}" in text, (rule["alert"], text)
         for group in (*production["groups"], *variant["groups"]):
             group.pop("interval", None)
             for rule in group["rules"]:
                 rule.pop("for", None)
+                rule.get("annotations", {}).pop("description", None)
         assert variant == production, path.name
 
     groups = stack.client.get(f"{stack.prometheus.url}/api/v1/rules").json()["data"]["groups"]

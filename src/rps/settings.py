@@ -6,8 +6,8 @@ Nothing here touches the filesystem at import time; call :func:`get_settings` an
 
 from __future__ import annotations
 
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote

@@ -29,9 +29,8 @@ REQUIRED_METRICS = (
     "prediction_errors_total",
     "service_uptime_seconds",
     "out_of_distribution_ratio",
-    "feature_mean_shift",
-    "feature_ks_statistic",
-    "feature_psi",
+    "drift_check_ratio",
+    "feature_anomaly_ratio",
     "prediction_variance",
     "prediction_confidence_bucket",
     "live_samples",
@@ -203,8 +202,8 @@ def test_metrics_exposes_every_documented_series(
     values = serving_server.metrics()
     assert values['model_info{alias="champion",name="rps-temperature-forecaster",version="1"}'] == 1
     assert values["model_holdout_rmse"] > 0
-    assert values['feature_mean_shift{feature_name="temperature_2m"}'] >= 0
-    assert not any(k.startswith("feature_psi") and "target_hour" in k for k in values)
+    assert values['feature_anomaly_ratio{feature_name="temperature_2m"}'] >= 0
+    assert not any(k.startswith("feature_anomaly") and "target_hour" in k for k in values)
 
 
 def test_pipeline_status_metrics_follow_the_status_file(serving_server: ServerHandle) -> None:

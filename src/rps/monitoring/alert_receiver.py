@@ -5,7 +5,7 @@ receiver appends each alert of the payload as one JSON line to :attr:`Settings.a
 when the payload holds a *firing* ``DataDriftDetected`` or ``LiveAccuracyDegraded`` alert it asks
 for a retraining run through ``trigger(reason=...)``, at most once per
 :attr:`Settings.retrain_cooldown_s`. The cool-down is a small JSON file under
-:attr:`Settings.state_path`, read and written under an exclusive ``flock``, so it survives
+:attr:`Settings.state_path`, read and written under an exclusive file lock, so it survives
 restarts and holds across uvicorn workers (and containers that share the volume).
 
 A trigger that fails is logged and reported in the response but does not start the cool-down:
@@ -19,14 +19,11 @@ Run it with :func:`serve` (the ``rps alerts serve`` command) or any ASGI server 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +32,7 @@ from typing import Any, Literal, Protocol
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict, Field
 
+from rps.files import file_lock, write_atomic
 from rps.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -113,23 +111,12 @@ class RetrainDecision:
     error: str | None = None
 
 
-@contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path`` (created if needed) for the block."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the descriptor releases the lock
-
-
 def append_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> int:
     """Append records as JSON lines in one locked ``O_APPEND`` write.
 
-    Concurrent writers (threads, workers, processes) never interleave within a call: the
-    file is ``flock``-ed for the write and the lines go out in a single buffer.
+    Concurrent writers (threads, workers, processes) never interleave within a call: a
+    sibling ``.lock`` file is held (:func:`rps.files.file_lock`) while the lines go out in one
+    buffered write.
 
     Args:
         path: The JSONL file; it and its parent folders are created when missing.
@@ -143,32 +130,15 @@ def append_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> int:
         return 0
     data = ("\n".join(lines) + "\n").encode("utf-8")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with file_lock(path.with_name(path.name + ".lock")), path.open("ab") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
     return len(lines)
 
 
 def _write_json_atomic(path: Path, payload: Mapping[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(dict(payload), handle, indent=2, sort_keys=True)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, json.dumps(dict(payload), indent=2, sort_keys=True))
 
 
 class RetrainCooldown:
@@ -201,7 +171,7 @@ class RetrainCooldown:
 
     def state(self) -> dict[str, Any]:
         """The persisted state (empty before the first triggered run)."""
-        with _exclusive_lock(self.lock_file):
+        with file_lock(self.lock_file):
             return self._read()
 
     def run_if_due(
@@ -220,7 +190,7 @@ class RetrainCooldown:
         Returns:
             ``triggered``, ``cooldown`` or ``error`` (the cool-down is not started on error).
         """
-        with _exclusive_lock(self.lock_file):
+        with file_lock(self.lock_file):
             state = self._read()
             now = self._clock()
             last = state.get("last_triggered_at")

@@ -1,6 +1,6 @@
 """Drift demo traffic: feature rows from the synthetic source with a mean shift, sent to /predict.
 
-``rps run --demo-drift`` runs this beside the API so a person can watch the OOD ratio climb,
+``rps run --demo-drift`` runs this beside the API so a person can watch the drift checks climb,
 DataDriftDetected fire in Prometheus, the alert reach the receiver and a retraining run start.
 """
 

@@ -18,7 +18,7 @@ is gap-filled with constant runs of up to 16 h in every variable, so it would fi
 data or never.)
 
 Each check's limit is calibrated on the training rows (in time order) as a margin (1.5 for
-the anomalies, 1.4 for the humidity gap) times the largest value the check reached over any
+the anomalies, 1.2 for the humidity gap) times the largest value the check reached over any
 window of ``window`` rows, so the training period itself never crosses it. The builder is a
 pure function of the training feature frame; the result is a JSON-ready dict stored in the
 bundle's ``reference_stats`` under :data:`SEASONAL_KEY`. Serving needs numpy only.
@@ -194,7 +194,7 @@ def build_reference(
     *,
     window: int = 6,
     margin: float = 1.5,
-    humidity_margin: float = 1.4,
+    humidity_margin: float = 1.2,
     exclude_prefixes: Sequence[str] = ("target_",),
 ) -> dict[str, Any]:
     """The seasonal reference of training feature rows (see the module docstring).

@@ -16,19 +16,15 @@ instead and the result is flagged ``from_cache``.
 from __future__ import annotations
 
 import email.utils
-import hashlib
 import json
 import logging
 import math
-import os
 import random
-import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 import httpx
 import pandas as pd
@@ -36,6 +32,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from rps.data.schema import TIME
 from rps.data.sources.base import FetchResult, SourceError
+from rps.data.sources.response_cache import ResponseCache
 
 if TYPE_CHECKING:
     from rps.params import Params
@@ -47,7 +44,6 @@ MAX_PAST_DAYS = 92
 """The forecast endpoint's largest ``past_days``."""
 
 _RETRY_AFTER_STATUSES = frozenset({429, 503})
-_CACHE_HOUR_FORMAT = "%Y%m%dT%H"
 _JSON_LITERALS = ("true", "false", "null")
 
 
@@ -258,94 +254,6 @@ def payload_to_frame(payload: Any, variables: Sequence[str], url: str) -> pd.Dat
     return frame.reset_index(drop=True)
 
 
-class _ResponseCache:
-    """Validated JSON responses on disk, one file per query and UTC hour."""
-
-    def __init__(self, directory: Path, keep_per_query: int = 3, max_age_days: float = 30.0):
-        self.directory = directory
-        self.keep_per_query = max(1, keep_per_query)
-        self.max_age = pd.Timedelta(days=max_age_days)
-
-    @staticmethod
-    def query_key(url: str, query: Mapping[str, str]) -> str:
-        """The hour-independent part of the key: URL plus the sorted query."""
-        canonical = f"{url}?{urlencode(sorted(query.items()))}"
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32]
-
-    def path(self, key: str, hour: pd.Timestamp) -> Path:
-        return self.directory / f"{key}-{hour.strftime(_CACHE_HOUR_FORMAT)}.json"
-
-    def read(self, path: Path) -> tuple[Any, pd.Timestamp] | None:
-        """The payload and fetch time stored at ``path``, or None if absent or unreadable."""
-        try:
-            entry = json.loads(path.read_text(encoding="utf-8"))
-            payload = entry["payload"]
-            fetched_at = _utc(entry["fetched_at"])
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            logger.warning("open_meteo: ignoring unreadable cache file %s (%s)", path, exc)
-            return None
-        return payload, fetched_at
-
-    def newest_first(self, key: str) -> list[Path]:
-        """Every cached response for a query, newest hour first."""
-        if not self.directory.is_dir():
-            return []
-        return sorted(self.directory.glob(f"{key}-*.json"), reverse=True)
-
-    def write(
-        self,
-        key: str,
-        hour: pd.Timestamp,
-        *,
-        url: str,
-        query: Mapping[str, str],
-        payload: Any,
-        fetched_at: pd.Timestamp,
-    ) -> None:
-        """Store a response atomically (temporary file, then ``os.replace``); never raises."""
-        target = self.path(key, hour)
-        entry = {
-            "url": url,
-            "query": dict(query),
-            "fetched_at": fetched_at.isoformat(),
-            "payload": payload,
-        }
-        tmp_name: str | None = None
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(
-                dir=self.directory, prefix=f".{target.name}.", suffix=".tmp"
-            )
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(entry, handle, separators=(",", ":"))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp_name, target)  # noqa: PTH105 - atomic rename, spelled out
-            tmp_name = None
-        except OSError as exc:
-            logger.warning("open_meteo: could not write cache file %s (%s)", target, exc)
-        finally:
-            if tmp_name is not None:
-                Path(tmp_name).unlink(missing_ok=True)
-        self._prune(key, hour)
-
-    def _prune(self, key: str, hour: pd.Timestamp) -> None:
-        """Keep the newest few files per query and drop any file older than ``max_age``."""
-        stale = self.newest_first(key)[self.keep_per_query :]
-        cutoff = (hour - self.max_age).strftime(_CACHE_HOUR_FORMAT)
-        for path in self.directory.glob("*-*.json"):
-            stamp = path.stem.rpartition("-")[2]
-            if len(stamp) == len("20240101T00") and stamp < cutoff:
-                stale.append(path)
-        for path in stale:
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as exc:  # pragma: no cover - e.g. a read-only cache
-                logger.debug("open_meteo: could not prune %s (%s)", path, exc)
-
-
 class OpenMeteoSource:
     """Hourly observations for one location from Open-Meteo.
 
@@ -416,7 +324,7 @@ class OpenMeteoSource:
         self.backoff_max_s = backoff_max_s
         self.retry_after_cap_s = retry_after_cap_s
         self.archive_lag_days = archive_lag_days
-        self._cache = _ResponseCache(cache_dir) if cache_dir is not None else None
+        self._cache = ResponseCache(cache_dir) if cache_dir is not None else None
         self._client = client
         self._now = now or _default_now
         self._sleep = sleep
@@ -550,7 +458,7 @@ class OpenMeteoSource:
     ) -> tuple[pd.DataFrame, str | None]:
         """One endpoint's rows, and a note if they came from the fallback cache."""
         hour = now.floor("h")
-        key = _ResponseCache.query_key(url, query)
+        key = ResponseCache.query_key(url, query)
         if self._cache is not None:
             hit = self._cache.read(self._cache.path(key, hour))
             if hit is not None:

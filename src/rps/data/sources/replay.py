@@ -58,13 +58,19 @@ class ReplayClock:
     @classmethod
     def from_settings(cls, settings: Settings) -> ReplayClock:
         """The clock every process of one deployment shares (``RPS_REPLAY_*``)."""
-        anchor = _utc_now() if settings.replay_anchor is None else _utc(pd.Timestamp(settings.replay_anchor))
-        origin = None if settings.replay_origin is None else _utc(pd.Timestamp(settings.replay_origin))
+        anchor = (
+            _utc_now()
+            if settings.replay_anchor is None
+            else _utc(pd.Timestamp(settings.replay_anchor))
+        )
+        origin = (
+            None if settings.replay_origin is None else _utc(pd.Timestamp(settings.replay_origin))
+        )
         return cls(speed=settings.replay_speed, anchor=anchor, origin=origin)
 
 
 def current_time(settings: Settings) -> pd.Timestamp:
-    """"Now" for a data interval: the replay clock's time for the replay source, else wall time."""
+    """ "Now" for a data interval: the replay clock's time for the replay source, else wall time."""
     if settings.source == "replay":
         return ReplayClock.from_settings(settings).now()
     return _utc_now()

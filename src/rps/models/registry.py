@@ -251,7 +251,7 @@ def gate_tags(decision: GateDecision, *, final: bool) -> dict[str, str]:
     """The version tags describing a gate decision (``pending`` until promote decides)."""
     verdict = "promoted" if decision.promote else "refused"
     return {
-        "gate_decision": verdict if final or not decision.promote else "pending",
+        "gate_decision": verdict if final else "pending",
         "gate_rule": decision.rule,
         "gate_reason": decision.reason[:4000],
         "gate_against": decision.champion_version or "",

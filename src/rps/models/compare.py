@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rps.files import write_atomic
 from rps.models import evaluation as ev
 from rps.models.bundle import load_bundle
 from rps.models.errors import RegistryError
@@ -255,5 +256,5 @@ def _write_report(
         f"![error by hour]({hour_png.name})",
         "",
     ]
-    output.write_text("\n".join(lines), encoding="utf-8")
+    write_atomic(output, "\n".join(lines))
     result.report = output

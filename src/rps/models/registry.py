@@ -177,28 +177,15 @@ def log_model(
     return str(info.model_uri)
 
 
-def log_and_register(
-    settings: Settings,
-    bundle_dir: Path,
-    *,
-    signature: Any,
-    input_example: Any,
-    pip_requirements: list[str],
-) -> str:
-    """Log the bundle as a pyfunc model in the active run and register a new version.
+def log_and_register(settings: Settings, bundle_dir: Path, **model: Any) -> str:
+    """:func:`log_model` (same keyword arguments), then register it as a new version.
 
     Returns:
         The new version number.
     """
     import mlflow
 
-    model_uri = log_model(
-        settings,
-        bundle_dir,
-        signature=signature,
-        input_example=input_example,
-        pip_requirements=pip_requirements,
-    )
+    model_uri = log_model(settings, bundle_dir, **model)
     name = settings.registered_model_name
     with mlflow_errors(f"registering model {name}"):
         version = mlflow.register_model(model_uri, name).version
@@ -264,7 +251,7 @@ def gate_tags(decision: GateDecision, *, final: bool) -> dict[str, str]:
     """The version tags describing a gate decision (``pending`` until promote decides)."""
     verdict = "promoted" if decision.promote else "refused"
     return {
-        "gate_decision": verdict if final or not decision.promote else "pending",
+        "gate_decision": verdict if final else "pending",
         "gate_rule": decision.rule,
         "gate_reason": decision.reason[:4000],
         "gate_against": decision.champion_version or "",

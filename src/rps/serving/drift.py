@@ -224,6 +224,10 @@ class DriftMonitor:
     ) -> DriftSnapshot | None:
         """Add served rows; recompute when due.
 
+        A row equal to the one observed just before it is not added again: clients that poll
+        (a dashboard asking ``/forecast`` every few seconds) repeat the same hour's row, and the
+        checks' window must hold distinct hours, not one hour many times.
+
         Args:
             rows: ``(k, n_features)`` feature rows in the model's order.
             ood_rows: ``(k,)`` whether each row had an out-of-range feature.
@@ -232,6 +236,13 @@ class DriftMonitor:
         Returns:
             A new snapshot when one was computed, else None.
         """
+        if rows.shape[0] and self._count:
+            previous = self._rows[(self._next - 1) % self.window_size]
+            keep = ~np.all(rows == np.vstack([previous, rows[:-1]]), axis=1)
+            rows, ood_rows, predictions = rows[keep], ood_rows[keep], predictions[keep]
+        elif rows.shape[0] > 1:
+            keep = np.concatenate([[True], ~np.all(rows[1:] == rows[:-1], axis=1)])
+            rows, ood_rows, predictions = rows[keep], ood_rows[keep], predictions[keep]
         k = rows.shape[0]
         if k == 0:
             return None

@@ -144,6 +144,22 @@ def test_the_monitor_publishes_checks_over_the_newest_window(setup, reference) -
     assert snapshot.top_features(2)[0][1] == max(features.values())
 
 
+def test_a_repeated_row_counts_once(setup, reference) -> None:
+    """Polling clients repeat the same hour's row: the ring keeps distinct consecutive rows."""
+    _, spec, _ = setup
+    rows = _rows(setup, None).to_numpy(dtype=float)[:8]
+    stats = {SEASONAL_KEY: build_reference(_rows(setup, None)[:800])}
+    profile = ReferenceProfile.build(spec.feature_names, stats)
+    monitor = DriftMonitor(profile, n_features=len(spec.feature_names), window_size=20)
+    for row in rows[:3]:
+        for _ in range(4):  # four requests in the same hour, one at a time
+            monitor.observe(row[None, :], np.zeros(1, bool), np.zeros(1))
+    assert monitor.samples == 3
+    batch = np.vstack([rows[3], rows[3], rows[4], rows[3]])  # a repeat inside a batch
+    monitor.observe(batch, np.zeros(4, bool), np.zeros(4))
+    assert monitor.samples == 6  # rows 3, 4 and 3 again (not consecutive): all kept
+
+
 def test_a_bundle_without_a_seasonal_reference_keeps_the_range_check(setup) -> None:
     """Old bundles (no seasonal reference) or a malformed one: OOD ratio only, no crash."""
     _, spec, _ = setup
@@ -153,7 +169,8 @@ def test_a_bundle_without_a_seasonal_reference_keeps_the_range_check(setup) -> N
         assert profile.seasonal is None
         monitor = DriftMonitor(profile, n_features=len(names), window_size=10)
         ood = np.array([True, False] * 5)
-        snapshot = monitor.observe(np.zeros((10, len(names))), ood, np.zeros(10))
+        rows = np.arange(10.0)[:, None].repeat(len(names), axis=1)  # ten distinct rows
+        snapshot = monitor.observe(rows, ood, np.zeros(10))
         assert snapshot is not None and snapshot.checks == {} and snapshot.ood_ratio == 0.5
 
 

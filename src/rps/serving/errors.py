@@ -20,7 +20,12 @@ class InputError(ValueError):
 
     @classmethod
     def at(cls, loc: Sequence[str | int], msg: str, kind: str = "value_error") -> InputError:
-        return cls([{"loc": ["body", *loc], "msg": msg, "type": kind}])
+        return cls([error_item(loc, msg, kind)])
+
+
+def error_item(loc: Sequence[str | int], msg: str, kind: str = "value_error") -> dict[str, Any]:
+    """One FastAPI-style error item for the request body field at ``loc``."""
+    return {"loc": ["body", *loc], "msg": msg, "type": kind}
 
 
 class UnavailableError(RuntimeError):

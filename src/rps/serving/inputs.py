@@ -15,7 +15,7 @@ import numpy as np
 
 from rps.features.online import build_feature_row
 from rps.features.spec import FeatureError
-from rps.serving.errors import InputError
+from rps.serving.errors import InputError, error_item
 from rps.serving.schemas import Observation
 from rps.serving.served import ServedModel
 
@@ -52,20 +52,16 @@ def rows_to_matrix(
             matrix[i] = [row[name] for name in names]
             continue
         errors += [
-            {
-                "loc": ["body", "rows", i, key],
-                "msg": f"unknown feature {key!r} (GET /model/info lists the features)",
-                "type": "unknown_feature",
-            }
+            error_item(
+                ["rows", i, key],
+                f"unknown feature {key!r} (GET /model/info lists the features)",
+                "unknown_feature",
+            )
             for key in row
             if key not in index
         ]
         errors += [
-            {
-                "loc": ["body", "rows", i, name],
-                "msg": f"feature {name!r} is missing",
-                "type": "missing",
-            }
+            error_item(["rows", i, name], f"feature {name!r} is missing", "missing")
             for name in names
             if name not in row
         ]

@@ -45,6 +45,19 @@ logger = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 INTERVAL_WIDTH_BUCKETS = (0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0)
 PIPELINE_STATUS_FILE = "pipeline_status.json"
+# (key in the status file, metric name, help text) of the status file's timestamps
+_PIPELINE_TIMESTAMPS = (
+    (
+        "last_success_at",
+        "pipeline_last_success_timestamp_seconds",
+        "Unix time of the last successful pipeline run.",
+    ),
+    (
+        "last_observation_at",
+        "data_last_observation_timestamp_seconds",
+        "Unix time of the newest observation the pipeline stored.",
+    ),
+)
 
 
 def multiprocess_enabled() -> bool:
@@ -181,20 +194,10 @@ class RuntimeCollector(Collector):
             return
         if not isinstance(status, dict):
             return
-        success = _iso_timestamp(status.get("last_success_at"))
-        if success is not None:
-            yield GaugeMetricFamily(
-                "pipeline_last_success_timestamp_seconds",
-                "Unix time of the last successful pipeline run.",
-                value=success,
-            )
-        observed = _iso_timestamp(status.get("last_observation_at"))
-        if observed is not None:
-            yield GaugeMetricFamily(
-                "data_last_observation_timestamp_seconds",
-                "Unix time of the newest observation the pipeline stored.",
-                value=observed,
-            )
+        for key, name, documentation in _PIPELINE_TIMESTAMPS:
+            stamp = _iso_timestamp(status.get(key))
+            if stamp is not None:
+                yield GaugeMetricFamily(name, documentation, value=stamp)
         failed = status.get("last_run_failed")
         if isinstance(failed, bool):
             yield GaugeMetricFamily(

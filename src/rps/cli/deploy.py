@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -412,14 +413,18 @@ def newest_version_command() -> None:
 
 def register(app: typer.Typer) -> None:
     """Add ``rps deploy ...`` to the root app."""
-    deploy_app.command("fetch-model")(fetch_model_command)
-    deploy_app.command("build")(build_command)
-    deploy_app.command("verify")(verify_command)
-    deploy_app.command("rollback")(rollback_command)
-    deploy_app.command("record")(record_command)
-    deploy_app.command("history")(history_command)
-    deploy_app.command("run")(run_command)
-    deploy_app.command("stop")(stop_command)
-    deploy_app.command("base-image")(base_image_command)
-    deploy_app.command("newest-version")(newest_version_command)
+    commands: dict[str, Callable[..., None]] = {
+        "fetch-model": fetch_model_command,
+        "build": build_command,
+        "verify": verify_command,
+        "rollback": rollback_command,
+        "record": record_command,
+        "history": history_command,
+        "run": run_command,
+        "stop": stop_command,
+        "base-image": base_image_command,
+        "newest-version": newest_version_command,
+    }
+    for name, command in commands.items():
+        deploy_app.command(name)(command)
     app.add_typer(deploy_app, name="deploy")

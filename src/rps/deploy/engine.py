@@ -25,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from rps.deploy import DeployError
 
@@ -33,6 +34,15 @@ logger = logging.getLogger(__name__)
 DEFAULT_STORE = Path("/var/tmp/rps-containers")
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 STORAGE_DRIVERS = ("overlay", "vfs")
+
+
+class RunOptions(TypedDict, total=False):
+    """The keyword options of :meth:`Engine.execute`, passed on by :meth:`Engine.run_cmd`."""
+
+    check: bool
+    capture: bool
+    timeout: float | None
+    stdin: bytes | None
 
 
 @dataclass(frozen=True)
@@ -58,21 +68,14 @@ class Engine:
         return [self.name, *self.global_args, *args]
 
     def run_cmd(
-        self,
-        *args: str,
-        check: bool = True,
-        capture: bool = True,
-        timeout: float | None = None,
-        stdin: bytes | None = None,
+        self, *args: str, **options: Unpack[RunOptions]
     ) -> subprocess.CompletedProcess[bytes]:
-        """Run ``<engine> <global flags> args...``.
+        """Run ``<engine> <global flags> args...``, with the options of :meth:`execute`.
 
         Raises:
             DeployError: the engine is missing, or the command failed and ``check`` is set.
         """
-        return self.execute(
-            self.argv(*args), check=check, capture=capture, timeout=timeout, stdin=stdin
-        )
+        return self.execute(self.argv(*args), **options)
 
     def execute(
         self,

@@ -15,9 +15,34 @@ The pieces, each usable from Python and from ``rps deploy``:
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Mapping, Sequence
+
 
 class DeployError(RuntimeError):
     """A deployment step failed; the message says which and why."""
 
 
-__all__ = ["DeployError"]
+def run_bounded(
+    argv: Sequence[str],
+    *,
+    what: str,
+    timeout: float | None,
+    env: Mapping[str, str],
+    capture: bool = True,
+    stdin: bytes | None = None,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run ``argv`` (whatever its exit code) within ``timeout`` seconds.
+
+    Raises:
+        DeployError: ``what`` did not finish in time.
+    """
+    try:
+        return subprocess.run(
+            list(argv), check=False, capture_output=capture, timeout=timeout, env=env, input=stdin
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise DeployError(f"{what} timed out after {timeout} s") from exc
+
+
+__all__ = ["DeployError", "run_bounded"]

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict, Unpack
 
-from rps.deploy import DeployError
+from rps.deploy import DeployError, run_bounded
 
 logger = logging.getLogger(__name__)
 
@@ -95,17 +95,9 @@ class Engine:
             raise DeployError(f"{argv[0]} is not installed (the container engine is needed here)")
         logger.debug("running %s", " ".join(argv))
         env = {**os.environ, **self.env}
-        try:
-            result = subprocess.run(
-                list(argv),
-                check=False,
-                capture_output=capture,
-                timeout=timeout,
-                env=env,
-                input=stdin,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise DeployError(f"{' '.join(argv[:4])} timed out after {timeout} s") from exc
+        result = run_bounded(
+            argv, what=" ".join(argv[:4]), timeout=timeout, env=env, capture=capture, stdin=stdin
+        )
         if check and result.returncode != 0:
             stderr = (result.stderr or b"").decode(errors="replace").strip()[-2000:]
             raise DeployError(f"{' '.join(argv)} exited {result.returncode}: {stderr}")

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
-from rps.deploy import DeployError
+from rps.deploy import DeployError, run_bounded
 from rps.deploy.engine import Engine
 from rps.deploy.history import DeployHistory, Release
 from rps.deploy.verify import DEFAULT_BOUNDS, VerifyReport, check_health, verify_deployment
@@ -155,16 +154,12 @@ def run_redeploy(command: str, target: Release, *, timeout_s: float = 1800.0) ->
         "RPS_DEPLOY_ACTION": "rollback",
     }
     logger.info("redeploying %s: %s", target.label(), command)
-    try:
-        result = subprocess.run(
-            ["bash", "-c", command],  # the operator's own command line
-            env=env,
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise DeployError(f"redeploy command timed out after {timeout_s} s") from exc
+    result = run_bounded(
+        ["bash", "-c", command],  # the operator's own command line
+        what="redeploy command",
+        timeout=timeout_s,
+        env=env,
+    )
     if result.returncode != 0:
         tail = (result.stdout + result.stderr).decode(errors="replace")[-1500:]
         raise DeployError(f"redeploy command exited {result.returncode}: {tail}")

@@ -20,7 +20,6 @@ import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import pandas as pd
@@ -244,120 +243,54 @@ def _info_and_interval(context: Mapping[str, Any], params: Params) -> tuple[RunI
     return info, Interval.ending_at(info.interval_end, params)
 
 
-# data tasks -------------------------------------------------------------------------------
-@task_body
-def extract(context: Mapping[str, Any]) -> Manifest:
-    """Validate the conf, then fetch the run's interval into a raw file (never overwritten)."""
-    from rps.data.pipeline import step_extract
+# data tasks: the same sequence as `rps pipeline` and the DVC stages (rps.data.pipeline) ------
+def _data_task(name: str, context: Mapping[str, Any], manifest: Manifest) -> Manifest:
+    from rps.data.pipeline import run_data_task
 
     settings, params = _config()
     info, interval = _info_and_interval(context, params)
-    settings.ensure_dirs()
+    return run_data_task(name, settings, params, interval, manifest, source_name=info.conf.source)
+
+
+@task_body
+def extract(context: Mapping[str, Any]) -> Manifest:
+    """Validate the conf, then fetch the run's interval into a raw file (never overwritten)."""
+    _, params = _config()
+    info, interval = _info_and_interval(context, params)
     logger.info(
         "run %s (%s): %s .. %s", info.run_id, info.conf.reason, interval.start, interval.end
     )
-    raw = step_extract(settings, params, interval, info.conf.source)
-    return {
-        "reason": info.conf.reason,
-        "data_source": raw.source,
-        "interval_start": interval.start.isoformat(),
-        "interval_end": interval.end.isoformat(),
-        "raw_path": str(raw.path),
-        "raw_sha256": raw.sha256,
-    }
+    return _data_task("extract", context, {"reason": info.conf.reason})
 
 
 @task_body
 def quality_gate(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Run the quality gate on the raw file; a failure raises QualityGateError (no retry)."""
-    from rps.data.extract import sidecar
-    from rps.data.pipeline import step_validate
-
-    _, params = _config()
-    _, interval = _info_and_interval(context, params)
-    raw_path = Path(manifest["raw_path"])
-    report = step_validate(params, raw_path, interval)  # raises QualityGateError
-    logger.info("%s", report.summary())
-    return {**manifest, "quality_report": str(sidecar(raw_path, "quality.json"))}
+    return _data_task("validate", context, manifest)
 
 
 @task_body
 def transform(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Clean the gate-passed raw file into the processed Parquet dataset."""
-    from rps.data.pipeline import file_md5, step_transform
-
-    settings, params = _config()
-    processed, summary = step_transform(settings, params, Path(manifest["raw_path"]))
-    logger.info("processed %s: %d rows", processed, summary.rows_out)
-    return {**manifest, "processed_path": str(processed), "dataset_md5": file_md5(processed)}
-
-
-def find_profile_run(settings: Settings, dataset_md5: str) -> str | None:
-    """A finished MLflow profile run of this dataset, if one exists (reruns reuse it)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
-    experiment = client.get_experiment_by_name(f"{settings.mlflow_experiment}-data")
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.dataset_md5 = '{dataset_md5}' and tags.`rps.kind` = 'data-profile' "
-            "and attributes.status = 'FINISHED'"
-        ),
-        max_results=1,
-    )
-    return str(runs[0].info.run_id) if runs else None
+    return _data_task("transform", context, manifest)
 
 
 @task_body
 def profile(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
     """Profile the processed dataset into MLflow (once per dataset content)."""
-    from rps.data.pipeline import step_profile
-
-    settings, _ = _config()
-    processed = Path(manifest["processed_path"])
-    html = processed.with_suffix(".profile.html")
-    run_id = find_profile_run(settings, manifest["dataset_md5"]) if html.is_file() else None
-    if run_id is not None:
-        logger.info("dataset %s already profiled in run %s", manifest["dataset_md5"], run_id)
-    else:
-        html, run_id = step_profile(settings, processed)
-    return {**manifest, "profile_html": str(html), "profile_run_id": run_id}
+    return _data_task("profile", context, manifest)
 
 
 @task_body
 def load(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Put the processed dataset into object storage under its content hash."""
-    from rps.data.pipeline import step_load
-
-    settings, _ = _config()
-    return {**manifest, "storage_uri": step_load(settings, Path(manifest["processed_path"]))}
+    """Add the processed dataset to DVC and push it to the remote (the object store)."""
+    return _data_task("load", context, manifest)
 
 
 @task_body
 def version(context: Mapping[str, Any], manifest: Manifest) -> Manifest:
-    """Version the dataset with DVC (a no-op for content already versioned last)."""
-    from rps.data.pipeline import step_version, write_status
-
-    settings, _ = _config()
-    processed = Path(manifest["processed_path"])
-    dataset = step_version(settings, processed, manifest.get("storage_uri"))
-    last_obs = pd.read_parquet(processed, columns=["time"])["time"].max()
-    write_status(
-        settings,
-        last_run_failed=False,
-        last_success_at=pd.Timestamp.now(tz="UTC").isoformat(),
-        last_observation_at=pd.Timestamp(last_obs).isoformat(),
-        last_dataset_md5=dataset.md5,
-    )
-    return {
-        **manifest,
-        "dataset_md5": dataset.md5,
-        "dvc_git_rev": dataset.git_rev,
-        "dvc_storage_uri": dataset.storage_uri,
-    }
+    """Commit the dataset's DVC pointer (a no-op for content already versioned last)."""
+    return _data_task("version", context, manifest)
 
 
 # callbacks --------------------------------------------------------------------------------

@@ -62,6 +62,9 @@ MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager")
 INGEST_DAYS = 14
 #: The drift signals the API exports: a ratio above 1 means a check is over its limit.
 DRIFT_SIGNALS = ("drift_check_ratio", "forecast_error_drift_ratio")
+#: While the drift alert keeps firing, Alertmanager repeats it every 2 minutes and the receiver
+#: starts another retraining run at most this often (a refused challenger is not the end).
+RETRAIN_COOLDOWN_S = 120.0
 
 
 class LoopError(RuntimeError):
@@ -93,6 +96,7 @@ class Timeline:
     retrain_started: dict[str, Any] | None = None
     registered_version: dict[str, Any] | None = None
     gate_decision: dict[str, Any] | None = None
+    refused_challengers: list[str] = field(default_factory=list)
     served_by_all_workers: dict[str, Any] | None = None
     false_alarms_before_onset: int = 0
     requests: int = 0
@@ -238,7 +242,7 @@ class ClosedLoop:
             "RPS_API_TOKEN": secrets.token_urlsafe(16),
             "RPS_API_RELOAD_URLS": self.api_url,
             "RPS_MODEL_CHECK_SECONDS": "5",
-            "RPS_RETRAIN_COOLDOWN_S": str(plan.deadline_s),
+            "RPS_RETRAIN_COOLDOWN_S": str(RETRAIN_COOLDOWN_S),
         }
         for key in ("RPS_MODEL_DIR", "RPS_MODEL_URI", "RPS_AIRFLOW_API_URL"):
             os.environ.pop(key, None)
@@ -378,10 +382,6 @@ class ClosedLoop:
             ):
                 self.timeline.ended = "new champion served"
                 break
-            decision = self.timeline.gate_decision
-            if decision is not None and decision["decision"] == "refused":
-                self.timeline.ended = "gate refused the challenger"
-                break
             if elapsed > self.plan.deadline_s:
                 self.timeline.ended = f"deadline ({self.plan.deadline_s:.0f} s)"
                 break
@@ -404,12 +404,19 @@ class ClosedLoop:
                 self._event("alert_fired", alerts=sorted(firing))
         if t.alert_fired is not None and t.retrain_started is None and self._retrain_requested():
             self._event("retrain_started", via="alert receiver -> in-process DAG run")
-        if t.retrain_started is not None and t.gate_decision is None:
+        decision = t.gate_decision
+        if t.retrain_started is not None and (
+            decision is None or decision["decision"] != "promoted"
+        ):
             self._check_registry()
-        if t.gate_decision is not None and t.served_by_all_workers is None:
-            version = t.gate_decision["version"]
-            if t.gate_decision["decision"] == "promoted" and self._all_workers_on(version):
-                self._event("served_by_all_workers", version=version, workers=self.plan.workers)
+        elif (
+            decision is not None
+            and t.served_by_all_workers is None
+            and self._all_workers_on(decision["version"])
+        ):
+            self._event(
+                "served_by_all_workers", version=decision["version"], workers=self.plan.workers
+            )
 
     def _signals(self) -> dict[str, float]:
         try:
@@ -442,15 +449,18 @@ class ClosedLoop:
     def _check_registry(self) -> None:
         from rps.models.registry import list_versions
 
-        first = int(self.timeline.first_champion or 0)
+        t = self.timeline
+        first = int(t.first_champion or 0)
         newer = [v for v in list_versions(self.settings) if int(v["version"]) > first]
         if not newer:
             return
         newest = max(newer, key=lambda v: int(v["version"]))
-        if self.timeline.registered_version is None:
+        if t.registered_version is None:
             self._event(
                 "registered_version", version=newest["version"], model_kind=newest["model_kind"]
             )
+        if newest["version"] in t.refused_challengers:
+            return
         if newest["gate_decision"] in ("promoted", "refused"):
             from rps.models.registry import version_info
 
@@ -461,6 +471,8 @@ class ClosedLoop:
                 decision=newest["gate_decision"],
                 reason=info["gate_reason"],
             )
+            if newest["gate_decision"] == "refused":
+                t.refused_challengers.append(newest["version"])
 
     def _all_workers_on(self, version: str, samples: int = 24) -> bool:
         seen: dict[int, str] = {}

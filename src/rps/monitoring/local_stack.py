@@ -127,7 +127,9 @@ def start_local_monitoring(
         alertmanager = start_alertmanager(
             port=alertmanager_port,
             data_dir=base / "alertmanager",
-            config_text=render_alertmanager_config(receiver_url=receiver_url, repeat_interval="1h"),
+            config_text=render_alertmanager_config(
+                receiver_url=receiver_url, repeat_interval="2m" if demo else "1h"
+            ),
         )
         rules = write_rules(
             default_rules_dir(settings),

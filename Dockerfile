@@ -55,7 +55,7 @@ RUN /opt/uv/bin/uv sync --frozen --no-dev --extra serve --no-editable \
     && /opt/venv/bin/python -c "import rps.cli, fastapi, uvicorn, lightgbm, prometheus_client" \
     && ! /opt/venv/bin/python -c "import airflow" 2>/dev/null \
     && ! /opt/venv/bin/python -c "import mlflow" 2>/dev/null \
-    && ! /opt/venv/bin/python -c "import ydata_profiling" 2>/dev/null \
+    && ! /opt/venv/bin/python -c "import data_profiling" 2>/dev/null \
     && ! /opt/venv/bin/python -c "import pandas" 2>/dev/null \
     && ! /opt/venv/bin/python -c "import pyarrow" 2>/dev/null \
     && ! /opt/venv/bin/python -c "import sklearn" 2>/dev/null

@@ -159,7 +159,7 @@ def test_healthcheck_and_contents(engine: Engine, container: str) -> None:
     assert check.returncode == 0, check.stderr.decode()
     whoami = engine.run_cmd("exec", name, "id", "-u", timeout=60).stdout.decode().strip()
     assert whoami == "10001"
-    for module in ("airflow", "mlflow", "ydata_profiling", "pytest"):
+    for module in ("airflow", "mlflow", "data_profiling", "pytest"):
         found = engine.run_cmd(
             "exec", name, "python3", "-c", f"import {module}", check=False, timeout=60
         )

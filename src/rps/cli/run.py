@@ -157,7 +157,7 @@ def demo_loop(
         loop = ClosedLoop(
             settings, params, plan, say=lambda line: console.print(line, markup=False)
         )
-    settings = loop.prepare()
+        loop.prepare()
     log_file = loop.state / "logs" / "dag-runs.log"
     console.print(
         f"state: {loop.state}; drift scenario {loop.timeline.scenario['kind']} on "

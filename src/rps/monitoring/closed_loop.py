@@ -255,7 +255,16 @@ class ClosedLoop:
 
     # -- set-up -----------------------------------------------------------------------------
     def prepare(self) -> Settings:
-        """Empty the loop's state folder, write its params and point this process at them."""
+        """Empty the loop's state folder, write its params and point this process at them.
+
+        Raises:
+            LoopError: Prometheus or Alertmanager is not installed (names the Debian packages).
+        """
+        missing = [package for package in MONITORING_PACKAGES if shutil.which(package) is None]
+        if missing:
+            raise LoopError(
+                f"the loop needs Prometheus and Alertmanager: apt-get install {' '.join(missing)}"
+            )
         if self.state.exists():
             shutil.rmtree(self.state)
         self.state.mkdir(parents=True)
@@ -286,11 +295,6 @@ class ClosedLoop:
         """Start the clock, the API (registry mode), Prometheus, Alertmanager and the receiver."""
         from rps.monitoring.local_stack import start_local_monitoring
 
-        missing = [package for package in MONITORING_PACKAGES if shutil.which(package) is None]
-        if missing:
-            raise LoopError(
-                f"the loop needs Prometheus and Alertmanager: apt-get install {' '.join(missing)}"
-            )
         self.ingest(self.origin)
         anchor = pd.Timestamp.now(tz="UTC")
         os.environ.update(

@@ -61,3 +61,19 @@ def test_live_rmse_is_none_for_a_phase_without_realised_forecasts() -> None:
     )
     assert before is not None and math.isclose(before, 2.0)
     assert during is None and after is None
+
+
+def test_demo_loop_names_the_debian_packages_when_prometheus_is_missing(
+    tmp_path, monkeypatch
+) -> None:
+    """Without Prometheus and Alertmanager on PATH it exits 1 before training anything."""
+    from typer.testing import CliRunner
+
+    from rps.cli import app
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither binary is found
+    monkeypatch.setenv("RPS_STATE_DIR", str(tmp_path / "state"))
+    result = CliRunner().invoke(app, ["demo-loop"])
+    assert result.exit_code == 1
+    assert "apt-get install prometheus prometheus-alertmanager" in result.output
+    assert not (tmp_path / "state" / "demo-loop" / "mlflow.db").exists()

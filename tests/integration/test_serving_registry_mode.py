@@ -87,9 +87,13 @@ def test_two_workers_follow_the_champion_with_no_failed_request(
         model_dir=None, workers=2, extra_env=proxied_mlflow.env(name, **FAST_CHECKS)
     )
     _until(lambda: set(_versions(server.url, 12)) == {first}, 30, f"all workers on {first}")
-    health = httpx.get(f"{server.url}/health", timeout=10).json()
-    assert health["model_source"] == "registry"
-    assert health["registry"]["reachable"] is True
+
+    def registry_checked() -> bool:  # ``registry`` is null until a worker's first check
+        health = httpx.get(f"{server.url}/health", timeout=10).json()
+        assert health["model_source"] == "registry"
+        return bool((health["registry"] or {}).get("reachable"))
+
+    _until(registry_checked, 30, "a worker's registry check")
 
     rows = _rows()
     outcomes: dict[str, int] = {"ok": 0, "failed": 0}

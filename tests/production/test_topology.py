@@ -9,6 +9,7 @@ reaches the alert receiver, which starts a new DAG run through the same REST API
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import httpx
@@ -102,9 +103,15 @@ def test_triggered_run_succeeds_and_its_champion_is_served(airflow: Airflow) -> 
 
     if airflow.executor == "CeleryExecutor":
         # every task went through Celery: its database result backend holds one row per task
-        done = stack.psql(
-            "airflow", "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'"
-        )
+        # (a worker stores its result a moment after Airflow records the task's state)
+        deadline = time.monotonic() + 60
+        while True:
+            done = stack.psql(
+                "airflow", "SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'"
+            )
+            if int(done) >= len(states) or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         assert int(done) >= len(states)
         assert all(worker.running for worker in airflow.workers)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -110,18 +111,22 @@ def parse_model_uri(uri: str) -> tuple[str, str | None, str | None]:
     raise ValueError(f"model URI {uri!r} names no alias or version")
 
 
-class _Registry:
+class _Registry(ABC):
+    """The version lookup and download every registry source implements; the rest is shared."""
+
     mode: SourceMode = "registry"
 
     def __init__(self, uri: str) -> None:
         self.uri = uri
         self.name, self.alias, self.pinned = parse_model_uri(uri)
 
+    @abstractmethod
     def _lookup(self) -> str:
-        raise NotImplementedError
+        """The version the alias (or the pinned version) names now."""
 
+    @abstractmethod
     def _download(self, version: str, dst: Path) -> Path:
-        raise NotImplementedError
+        """Download ``version``'s bundle under ``dst``; return its folder."""
 
     def champion_version(self) -> str | None:
         return self.pinned if self.pinned is not None else self._lookup()

@@ -54,9 +54,12 @@ def wait_for_run(stack: Stack, run_id: str) -> dict[str, Any]:
 def _champion(stack: Stack) -> Any:
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=stack.env["RPS_MLFLOW_TRACKING_URI"])
     from rps.settings import Settings
 
+    # both URIs explicit: an earlier test in this process may have set mlflow's global registry
+    # URI (rps.models.tracking does), which a client given only a tracking URI would use
+    uri = stack.env["RPS_MLFLOW_TRACKING_URI"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = Settings(_env_file=None).registered_model_name  # the default: native.env keeps it
     return client.get_model_version_by_alias(name, "champion")
 

@@ -1,4 +1,7 @@
-"""The online feature path: the row for the newest hour of a short observation window.
+"""The online feature path: the rows for the newest hour of a short observation window.
+
+:func:`build_feature_row` gives the row at the spec's horizon; :func:`build_horizon_rows`
+the rows of a whole trajectory (one per lead time) from the same window.
 
 NumPy only at import time (the prediction service imports it); a DataFrame window is
 accepted too and converted with pandas, imported on that path only. A parity test holds it
@@ -9,12 +12,13 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rps.features.spec import FeatureError, FeatureSpec
+from rps.features.spec import CHANGE_RMS_HOURS, FeatureError, FeatureSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -70,6 +74,75 @@ def build_feature_row(
     Raises:
         FeatureError: the window is too short, has gaps or NaN where features need values.
     """
+    rows: np.ndarray = build_horizon_rows(
+        window, spec, (spec.horizon_hours,), issue_time=issue_time
+    )[0]
+    return rows
+
+
+def build_horizon_rows(
+    window: pd.DataFrame | np.ndarray,
+    spec: FeatureSpec,
+    horizons: Sequence[int],
+    *,
+    issue_time: pd.Timestamp | None = None,
+) -> np.ndarray:
+    """The feature rows of the newest hour for several lead times (a forecast trajectory).
+
+    Row ``i`` equals :func:`build_feature_row` with ``spec.at_horizon(horizons[i])``: the
+    issue-time features are computed once, the target-time and horizon columns per horizon.
+
+    Args:
+        window: as for :func:`build_feature_row`.
+        spec: the feature configuration.
+        horizons: the lead times in hours (each >= 1).
+        issue_time: the time of the window's last row (array input only).
+
+    Returns:
+        A ``(len(horizons), n_features)`` float array in ``spec.feature_names`` order.
+
+    Raises:
+        FeatureError: the window is too short, has gaps or NaN where features need values,
+            or a horizon other than the spec's is asked of a spec without horizon features.
+    """
+    values, issue_time = _window_values(window, spec, issue_time)
+    if not spec.horizon_features and any(h != spec.horizon_hours for h in horizons):
+        raise FeatureError(
+            f"this feature spec forecasts +{spec.horizon_hours} h only (no horizon features)"
+        )
+    base = _issue_features(values, spec)
+    target = values[:, spec.variables.index(spec.target)]
+    change_rms = _change_rms(target) if spec.horizon_features else math.nan
+    out = np.empty((len(horizons), len(spec.feature_names)))
+    for i, horizon in enumerate(horizons):
+        row = base + _scalar_time_features(issue_time, int(horizon))
+        if spec.horizon_features:
+            row += [float(horizon), *_same_hour(target, int(horizon)), change_rms]
+        out[i] = row
+    if np.isnan(out).any():
+        holed = np.flatnonzero(np.isnan(out).any(axis=0))
+        bad = [spec.feature_names[j] for j in holed]
+        raise FeatureError(f"observation window holds NaN needed by features {bad[:5]}")
+    return out
+
+
+def _same_hour(target: np.ndarray, horizon: int) -> tuple[float, float]:
+    """The target at the target time's hour of day: the newest such hour and the day before."""
+    lag = (-horizon) % 24
+    return float(target[-1 - lag]), float(target[-25 - lag])
+
+
+def _change_rms(target: np.ndarray) -> float:
+    """Root mean square of the 24 h changes of the target over the newest 72 hours."""
+    k = CHANGE_RMS_HOURS
+    change = target[-k:] - target[-k - 24 : -24]
+    return float(np.sqrt(np.mean(change**2)))
+
+
+def _window_values(
+    window: pd.DataFrame | np.ndarray, spec: FeatureSpec, issue_time: Any
+) -> tuple[np.ndarray, Any]:
+    """The newest ``window_hours`` rows as an array, and the issue time."""
     need = spec.window_hours
     pandas = sys.modules.get("pandas")  # a DataFrame implies pandas is already imported
     if pandas is not None and isinstance(window, pandas.DataFrame):
@@ -83,19 +156,21 @@ def build_feature_row(
         hourly = hourly.iloc[-need:]
         if np.any(np.diff(pandas.DatetimeIndex(hourly.index).asi8) != _HOUR_NS):
             raise FeatureError("observation window must be consecutive hours without gaps")
-        values = hourly.to_numpy(dtype=float)
-        issue_time = pandas.Timestamp(hourly.index[-1])
-    else:
-        if issue_time is None:
-            raise FeatureError("issue_time is required with an array window")
-        values = np.asarray(window, dtype=float)
-        if values.ndim != 2 or values.shape[1] != len(spec.variables):
-            raise FeatureError(f"window must have shape (n, {len(spec.variables)})")
-        if values.shape[0] < need:
-            raise FeatureError(
-                f"observation window has {values.shape[0]} hours, the features need {need}"
-            )
-        values = values[-need:]
+        return hourly.to_numpy(dtype=float), pandas.Timestamp(hourly.index[-1])
+    if issue_time is None:
+        raise FeatureError("issue_time is required with an array window")
+    values = np.asarray(window, dtype=float)
+    if values.ndim != 2 or values.shape[1] != len(spec.variables):
+        raise FeatureError(f"window must have shape (n, {len(spec.variables)})")
+    if values.shape[0] < need:
+        raise FeatureError(
+            f"observation window has {values.shape[0]} hours, the features need {need}"
+        )
+    return values[-need:], issue_time
+
+
+def _issue_features(values: np.ndarray, spec: FeatureSpec) -> list[float]:
+    """The features of the window's newest hour that do not depend on the lead time."""
     col = {v: i for i, v in enumerate(spec.variables)}
     last = values[-1]
     out: list[float] = list(last)
@@ -119,9 +194,4 @@ def build_feature_row(
             np.array([last[col["wind_speed_10m"]]]), np.array([last[col["wind_direction_10m"]]])
         )
         out.extend((float(u[0]), float(v_[0])))
-    out.extend(_scalar_time_features(issue_time, spec.horizon_hours))
-    row = np.asarray(out, dtype=float)
-    if np.isnan(row).any():
-        bad = [n for n, x in zip(spec.feature_names, row, strict=True) if np.isnan(x)]
-        raise FeatureError(f"observation window holds NaN needed by features {bad[:5]}")
-    return row
+    return [float(x) for x in out]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -12,6 +12,12 @@ if TYPE_CHECKING:
 TARGET = "target"
 TARGET_TIME = "target_time"
 _STATS = ("mean", "std", "min", "max")
+#: the feature holding the forecast's lead time (a spec with ``horizon_features``)
+HORIZON = "horizon_hours"
+#: the target at the target's hour of day, on the latest day observed and the day before
+SAME_HOUR = ("target_same_hour_d1", "target_same_hour_d2")
+#: hours of day-to-day target changes whose root mean square is the ``_change24_rms`` feature
+CHANGE_RMS_HOURS = 72
 
 
 class FeatureError(ValueError):
@@ -29,6 +35,9 @@ class FeatureSpec:
     rolling_windows: tuple[int, ...]
     lag_variables: tuple[str, ...]
     pressure_tendency_hours: int
+    # the lead time and what depends on it as features, so one model reads every horizon
+    # (False: a spec stored before trajectories, whose rows lack these columns)
+    horizon_features: bool = False
 
     @classmethod
     def from_params(cls, variables: Sequence[str], target: str, fp: FeatureParams) -> FeatureSpec:
@@ -43,6 +52,7 @@ class FeatureSpec:
             rolling_windows=tuple(fp.rolling_windows),
             lag_variables=tuple(fp.lag_variables),
             pressure_tendency_hours=fp.pressure_tendency_hours,
+            horizon_features=True,
         )
 
     @classmethod
@@ -61,6 +71,7 @@ class FeatureSpec:
             rolling_windows=ints("rolling_windows"),
             lag_variables=strs("lag_variables"),
             pressure_tendency_hours=int(data["pressure_tendency_hours"]),  # type: ignore[call-overload]
+            horizon_features=bool(data.get("horizon_features", False)),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -72,7 +83,12 @@ class FeatureSpec:
             "rolling_windows": list(self.rolling_windows),
             "lag_variables": list(self.lag_variables),
             "pressure_tendency_hours": self.pressure_tendency_hours,
+            "horizon_features": self.horizon_features,
         }
+
+    def at_horizon(self, horizon_hours: int) -> FeatureSpec:
+        """The same features for another lead time (the columns and their order are equal)."""
+        return replace(self, horizon_hours=int(horizon_hours))
 
     @property
     def rolling_variables(self) -> tuple[str, ...]:
@@ -81,7 +97,10 @@ class FeatureSpec:
     @property
     def window_hours(self) -> int:
         """Observations the newest row needs (the online window length)."""
-        return max(*self.lags, *self.rolling_windows, self.pressure_tendency_hours) + 1
+        longest = max(*self.lags, *self.rolling_windows, self.pressure_tendency_hours)
+        if self.horizon_features:  # the same hour two days back; 24 h changes over 72 h
+            longest = max(longest, 47, CHANGE_RMS_HOURS + 23)
+        return longest + 1
 
     @property
     def feature_names(self) -> list[str]:
@@ -103,7 +122,19 @@ class FeatureSpec:
             "target_doy_sin",
             "target_doy_cos",
         ]
-        return names
+        return names + self.horizon_names
+
+    @property
+    def horizon_names(self) -> list[str]:
+        """The columns that describe the lead time (empty without ``horizon_features``)."""
+        if not self.horizon_features:
+            return []
+        return [HORIZON, *SAME_HOUR, self.change_rms_name]
+
+    @property
+    def change_rms_name(self) -> str:
+        """Root mean square of the target's 24 h changes over the last 72 h (weather regime)."""
+        return f"{self.target}_change24_rms{CHANGE_RMS_HOURS}"
 
     def _domain_names(self) -> list[str]:
         names = []

@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from rps.features import FeatureError, FeatureSpec, build_feature_row, build_features
-from rps.features.build import TARGET, TARGET_TIME
+from rps.features.build import (
+    TARGET,
+    TARGET_TIME,
+    build_horizon_features,
+    build_horizon_rows,
+)
+from rps.features.spec import HORIZON, SAME_HOUR
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +87,61 @@ def test_short_window_gap_and_nan_are_refused(observations, spec):
 
 def test_spec_round_trips_through_dict(spec):
     assert FeatureSpec.from_dict(spec.to_dict()) == spec
+
+
+HORIZONS = (1, 5, 6, 23, 24, 25, 47, 48)
+
+
+@pytest.mark.parametrize("horizon", HORIZONS)
+def test_online_trajectory_row_equals_offline_row_at_every_horizon(observations, spec, horizon):
+    """One implementation per horizon: the online rows of a trajectory, the offline rows of
+    the spec at that horizon and the stacked offline rows agree."""
+    issue = observations["time"].iloc[4000]
+    window = observations[observations["time"] <= issue].tail(spec.window_hours)
+    at = spec.at_horizon(horizon)
+    offline = build_features(observations, at).loc[issue, spec.feature_names].to_numpy(float)
+    online = build_horizon_rows(window, spec, [2, horizon])[1]
+    np.testing.assert_allclose(online, offline, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(build_feature_row(window, at), offline, rtol=1e-9, atol=1e-9)
+    stacked = build_horizon_features(
+        observations, spec, pd.DatetimeIndex([issue, issue]), np.array([3, horizon])
+    )
+    np.testing.assert_allclose(
+        stacked[spec.feature_names].to_numpy(float)[1], offline, rtol=1e-9, atol=1e-9
+    )
+    later = observations.set_index("time").loc[issue + pd.Timedelta(hours=horizon), spec.target]
+    assert stacked[TARGET].iloc[1] == later
+    assert stacked[TARGET_TIME].iloc[1] == issue + pd.Timedelta(hours=horizon)
+
+
+def test_horizon_features_hold_the_lead_time_and_the_same_hour_of_day(observations, spec):
+    issue = observations["time"].iloc[3000]
+    frame = build_horizon_features(
+        observations, spec, pd.DatetimeIndex([issue] * 3), np.array([6, 24, 30])
+    )
+    series = observations.set_index("time")[spec.target]
+    assert frame[HORIZON].tolist() == [6.0, 24.0, 30.0]
+    # +6 h: the target hour was last observed 18 h ago; +24 h and +30 h: now and 18 h ago
+    hours_back = [18, 0, 18]
+    for row, back in zip(frame[SAME_HOUR[0]], hours_back, strict=True):
+        assert row == series.loc[issue - pd.Timedelta(hours=back)]
+    for row, back in zip(frame[SAME_HOUR[1]], hours_back, strict=True):
+        assert row == series.loc[issue - pd.Timedelta(hours=back + 24)]
+    change = series.loc[:issue].tail(72).to_numpy() - series.loc[:issue].iloc[-96:-24].to_numpy()
+    assert frame[spec.change_rms_name].iloc[0] == pytest.approx(np.sqrt(np.mean(change**2)))
+
+
+def test_a_spec_without_horizon_features_keeps_its_columns_and_refuses_other_horizons(
+    observations, spec
+):
+    """A spec stored before trajectories (no ``horizon_features`` key) reads as it was."""
+    stored = {k: v for k, v in spec.to_dict().items() if k != "horizon_features"}
+    old = FeatureSpec.from_dict(stored)
+    assert not old.horizon_features and HORIZON not in old.feature_names
+    assert old.feature_names == spec.feature_names[: len(old.feature_names)]
+    window = observations.tail(old.window_hours)
+    assert build_feature_row(window, old).shape == (len(old.feature_names),)
+    with pytest.raises(FeatureError, match=r"forecasts \+6 h only"):
+        build_horizon_rows(window, old, [1, 2])
+    with pytest.raises(FeatureError, match="horizon_features"):
+        build_horizon_features(observations, old, pd.DatetimeIndex([window["time"].iloc[-1]]), [1])

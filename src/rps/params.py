@@ -99,6 +99,25 @@ class TrainParams(_Strict):
     search_space: dict[str, dict[str, tuple[float, float]]] = {}
 
 
+class HorizonParams(_Strict):
+    """The forecast trajectory: every hour 1..``max_hours`` (rps.models.horizons)."""
+
+    max_hours: int = Field(default=48, ge=1, le=168)
+    # one direct LightGBM model per group of horizons, named by its first horizon
+    group_starts: tuple[int, ...] = (1, 2, 3, 4, 7, 13, 25)
+    # blocked CV folds over the training rows whose residuals calibrate the intervals
+    interval_folds: int = Field(default=4, ge=2)
+
+    @model_validator(mode="after")
+    def _groups(self) -> HorizonParams:
+        starts = self.group_starts
+        if not starts or starts[0] != 1 or list(starts) != sorted(set(starts)):
+            raise ValueError("horizons.group_starts must be increasing and start at 1")
+        if starts[-1] > self.max_hours:
+            raise ValueError("horizons.group_starts must lie within 1..horizons.max_hours")
+        return self
+
+
 DriftKind = Literal["bias", "mean_shift", "variance", "daily_cycle", "stuck", "missing"]
 _NEEDS_MAGNITUDE: frozenset[str] = frozenset({"bias", "mean_shift", "variance", "daily_cycle"})
 
@@ -175,6 +194,7 @@ class Params(_Strict):
     transform: TransformParams = TransformParams()
     features: FeatureParams = FeatureParams()
     train: TrainParams = TrainParams()
+    horizons: HorizonParams = HorizonParams()
     drift: DriftParams = DriftParams()
 
     @model_validator(mode="after")
@@ -182,6 +202,8 @@ class Params(_Strict):
         unknown = set(self.features.lag_variables) - set(self.data.variables)
         if unknown:
             raise ValueError(f"features.lag_variables not in data.variables: {sorted(unknown)}")
+        if self.features.horizon_hours > self.horizons.max_hours:
+            raise ValueError("features.horizon_hours must lie within 1..horizons.max_hours")
         return self
 
 

@@ -18,6 +18,7 @@ from rps.models.forecasters import (
     FitInfo,
     Forecaster,
     ForecasterError,
+    TrainingRows,
     seasonal_feature,
 )
 
@@ -71,9 +72,8 @@ def fit_candidate(
     if cls is None:
         raise TrainingError(f"unknown candidate {name!r}")
     try:
-        forecaster, info = cls.fit(  # type: ignore[attr-defined]
-            x, y, spec, dict(hyper or {}), seed=seed, valid=valid, sample_weight=sample_weight
-        )
+        rows = TrainingRows(x, y, spec, dict(hyper or {}), sample_weight)
+        forecaster, info = cls.fit(rows, seed=seed, valid=valid)
     except ForecasterError as exc:
         raise TrainingError(str(exc)) from exc
     return forecaster, dict(info)

@@ -249,6 +249,25 @@ def interval_coverage(y_true: np.ndarray, lower: np.ndarray, upper: np.ndarray) 
     return float(np.mean((y >= np.asarray(lower)) & (y <= np.asarray(upper))))
 
 
+def interval_score(y_true: np.ndarray, lower: np.ndarray, upper: np.ndarray, alpha: float) -> float:
+    """Mean interval (Winkler) score of central ``1 - alpha`` intervals (lower is better).
+
+    Width plus ``2 / alpha`` times the distance by which the target falls outside: a proper
+    scoring rule that rewards narrow intervals only when they still cover.
+    """
+    y = np.asarray(y_true, dtype=float)
+    lo, hi = np.asarray(lower, dtype=float), np.asarray(upper, dtype=float)
+    below = np.maximum(lo - y, 0.0)
+    above = np.maximum(y - hi, 0.0)
+    return float(np.mean(hi - lo + 2.0 / alpha * (below + above)))
+
+
+def pinball_loss(y_true: np.ndarray, quantile: np.ndarray, level: float) -> float:
+    """Mean pinball (quantile) loss of forecasts of the ``level`` quantile."""
+    diff = np.asarray(y_true, dtype=float) - np.asarray(quantile, dtype=float)
+    return float(np.mean(np.maximum(level * diff, (level - 1.0) * diff)))
+
+
 # reference statistics ----------------------------------------------------------------------
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
+from rps.features.spec import HORIZON, SAME_HOUR
 from rps.files import write_atomic
 
 if TYPE_CHECKING:
@@ -43,10 +44,23 @@ LIGHTGBM_FIXED: dict[str, Any] = {
 }
 
 FitInfo = dict[str, Any]
+#: validation rows and labels (early stopping), or None
+ValidRows = tuple[np.ndarray, np.ndarray] | None
 
 
 class ForecasterError(RuntimeError):
     """A forecaster cannot be fitted or built (the message names the problem)."""
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """What a forecaster learns its parameters from."""
+
+    x: np.ndarray
+    y: np.ndarray
+    spec: FeatureSpec
+    hyper: Mapping[str, Any]
+    sample_weight: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -71,17 +85,9 @@ class Forecaster(Protocol):
 
     @classmethod
     def fit(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        spec: FeatureSpec,
-        hyper: Mapping[str, Any],
-        *,
-        seed: int = 0,
-        valid: tuple[np.ndarray, np.ndarray] | None = None,
-        sample_weight: np.ndarray | None = None,
+        cls, rows: TrainingRows, *, seed: int = 0, valid: ValidRows = None
     ) -> tuple[Forecaster, FitInfo]:
-        """Fit on rows ``x`` and labels ``y``; ``valid`` enables early stopping (LightGBM).
+        """Fit on ``rows``; ``valid`` (rows and labels) enables early stopping (LightGBM).
 
         Returns:
             The fitted forecaster and fit details (LightGBM: ``best_iteration``).
@@ -96,17 +102,6 @@ class Forecaster(Protocol):
 
 def _write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-@dataclass(frozen=True)
-class TrainingRows:
-    """What a forecaster learns its parameters from."""
-
-    x: np.ndarray
-    y: np.ndarray
-    spec: FeatureSpec
-    hyper: Mapping[str, Any]
-    sample_weight: np.ndarray | None = None
 
 
 class _JsonForecaster:
@@ -136,19 +131,11 @@ class _JsonForecaster:
 
     @classmethod
     def fit(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        spec: FeatureSpec,
-        hyper: Mapping[str, Any],
-        *,
-        seed: int = 0,
-        valid: tuple[np.ndarray, np.ndarray] | None = None,
-        sample_weight: np.ndarray | None = None,
+        cls, rows: TrainingRows, *, seed: int = 0, valid: ValidRows = None
     ) -> tuple[Any, FitInfo]:
-        """Fit on rows ``x`` and labels ``y`` (see :class:`Forecaster`)."""
-        params = cls.fit_params(TrainingRows(x, y, spec, hyper, sample_weight))
-        return cls(spec.feature_names, {"target": spec.target, **params}), {}
+        """Fit on ``rows`` (see :class:`Forecaster`)."""
+        params = cls.fit_params(rows)
+        return cls(rows.spec.feature_names, {"target": rows.spec.target, **params}), {}
 
     @classmethod
     def fit_params(cls, rows: TrainingRows) -> dict[str, Any]:
@@ -184,6 +171,8 @@ class PersistenceForecaster(_JsonForecaster):
 
 def seasonal_feature(spec: FeatureSpec) -> str | None:
     """The feature holding the target 24 h before the target time (None when absent)."""
+    if spec.horizon_features:
+        return SAME_HOUR[0]  # right at every horizon of a stacked row
     lag = (-spec.horizon_hours) % 24
     name = spec.target if lag == 0 else f"{spec.target}_lag{lag}"
     return name if name in spec.feature_names else None
@@ -296,6 +285,46 @@ def lightgbm_params(hyper: Mapping[str, Any], seed: int) -> tuple[dict[str, Any]
     return params, max(1, rounds)
 
 
+def _train_booster(
+    rows: TrainingRows,
+    keep: np.ndarray | slice,
+    labels: np.ndarray,
+    *,
+    rounds: int,
+    seed: int,
+    valid: ValidRows,
+) -> tuple[Any, int]:
+    """A LightGBM Booster on ``rows.x[keep]`` and ``labels``; early stopping on ``valid``.
+
+    Returns:
+        The booster and its number of rounds (the best iteration with ``valid``).
+    """
+    import lightgbm as lgb
+
+    params, default_rounds = lightgbm_params(rows.hyper, seed)
+    weight = None if rows.sample_weight is None else rows.sample_weight[keep]
+    train_set = lgb.Dataset(
+        rows.x[keep],
+        labels,
+        weight=weight,
+        feature_name=rows.spec.feature_names,
+        free_raw_data=True,
+        params=params,
+    )
+    rounds = rounds or default_rounds
+    if valid is None or len(valid[1]) == 0:
+        return lgb.train(params, train_set, num_boost_round=rounds), rounds
+    valid_set = lgb.Dataset(valid[0], valid[1], reference=train_set)
+    booster = lgb.train(
+        params,
+        train_set,
+        num_boost_round=rounds,
+        valid_sets=[valid_set],
+        callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
+    )
+    return booster, int(booster.best_iteration or rounds)
+
+
 class LightGBMForecaster(_JsonForecaster):
     """Gradient-boosted trees (a LightGBM Booster, stored as its text model)."""
 
@@ -314,43 +343,12 @@ class LightGBMForecaster(_JsonForecaster):
 
     @classmethod
     def fit(
-        cls,
-        x: np.ndarray,
-        y: np.ndarray,
-        spec: FeatureSpec,
-        hyper: Mapping[str, Any],
-        *,
-        seed: int = 0,
-        valid: tuple[np.ndarray, np.ndarray] | None = None,
-        sample_weight: np.ndarray | None = None,
+        cls, rows: TrainingRows, *, seed: int = 0, valid: ValidRows = None
     ) -> tuple[LightGBMForecaster, FitInfo]:
-        import lightgbm as lgb
-
-        names = spec.feature_names
-        params, rounds = lightgbm_params(hyper, seed)
-        train_set = lgb.Dataset(
-            x, y, weight=sample_weight, feature_name=names, free_raw_data=True, params=params
-        )
-        info: FitInfo = {}
-        if valid is not None:
-            valid_set = lgb.Dataset(valid[0], valid[1], reference=train_set)
-            booster = lgb.train(
-                params,
-                train_set,
-                num_boost_round=rounds,
-                valid_sets=[valid_set],
-                callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, verbose=False)],
-            )
-            info["best_iteration"] = int(booster.best_iteration or rounds)
-        else:
-            booster = lgb.train(params, train_set, num_boost_round=rounds)
-            info["best_iteration"] = rounds
-        stored = {
-            "target": spec.target,
-            "hyperparams": dict(hyper),
-            "num_boost_round": info["best_iteration"],
-        }
-        return cls(names, stored, booster), info
+        booster, best = _train_booster(rows, slice(None), rows.y, rounds=0, seed=seed, valid=valid)
+        stored: dict[str, Any] = {"target": rows.spec.target, "hyperparams": dict(rows.hyper)}
+        stored["num_boost_round"] = best
+        return cls(rows.spec.feature_names, stored, booster), {"best_iteration": best}
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(self._rows(rows), num_threads=1), dtype=float)
@@ -372,6 +370,151 @@ class LightGBMForecaster(_JsonForecaster):
         return cls(feature_names, params, lightgbm.Booster(model_file=str(directory / MODEL_FILE)))
 
 
+#: the first lead time of each group of horizons that one LightGBM model forecasts
+DEFAULT_GROUP_STARTS: tuple[int, ...] = (1, 2, 3, 4, 7, 13, 25)
+#: keys of a horizon model's hyperparameters that are not LightGBM's
+GROUP_STARTS, GROUP_ROUNDS, MAX_HORIZON = "group_starts", "group_rounds", "max_horizon"
+
+
+class HorizonForecaster(_JsonForecaster):
+    """Direct multi-horizon forecasts: one LightGBM per group of lead times.
+
+    A row carries its lead time (the ``horizon_hours`` feature) and goes to the model of its
+    group, which forecasts the change of the target from the issue time. Horizons listed in
+    ``params["fallback"]`` are served by a baseline (``persistence``: the target now;
+    ``seasonal_naive``: the target at the same hour a day earlier), chosen where the model
+    does not beat it. Stored as ``model_hNN.txt`` per group (NN: its first horizon).
+    """
+
+    kind: ClassVar[str] = "lightgbm_horizons"
+
+    def __init__(
+        self,
+        feature_names: list[str],
+        params: Mapping[str, Any] | None = None,
+        boosters: Mapping[int, Any] | None = None,
+    ) -> None:
+        super().__init__(feature_names, params)
+        if HORIZON not in self._index or self._target_col is None:
+            raise ForecasterError(f"a horizon model needs the features {HORIZON} and the target")
+        self._horizon_col = self._index[HORIZON]
+        self._same_hour_col = self._index.get(SAME_HOUR[0])
+        self.starts = np.asarray(sorted(int(s) for s in self.params[GROUP_STARTS]))
+        self.max_horizon = int(self.params[MAX_HORIZON])
+        self.boosters = dict(boosters or {})
+        self.fallback = {int(h): str(b) for h, b in self.params.get("fallback", {}).items()}
+
+    @classmethod
+    def fit(
+        cls, rows: TrainingRows, *, seed: int = 0, valid: ValidRows = None
+    ) -> tuple[HorizonForecaster, FitInfo]:
+        """One model per group holding training rows (``hyper`` may set ``group_starts``,
+        ``group_rounds`` (start -> rounds) and ``max_horizon``)."""
+        hyper = dict(rows.hyper)
+        starts = sorted(int(s) for s in hyper.pop(GROUP_STARTS, DEFAULT_GROUP_STARTS))
+        by_group = {int(k): int(v) for k, v in dict(hyper.pop(GROUP_ROUNDS, {})).items()}
+        names = rows.spec.feature_names
+        horizons = rows.x[:, names.index(HORIZON)].astype(int)
+        max_horizon = int(hyper.pop(MAX_HORIZON, horizons.max()))
+        now = rows.x[:, names.index(rows.spec.target)]
+        plain = TrainingRows(rows.x, rows.y, rows.spec, hyper, rows.sample_weight)
+        group = _group_index(starts, horizons)
+        boosters: dict[int, Any] = {}
+        rounds: dict[str, int] = {}
+        for g in np.unique(group):
+            start = starts[g]
+            keep = np.flatnonzero(group == g)
+            valid_g = None
+            if valid is not None:
+                in_group = _group_index(starts, valid[0][:, names.index(HORIZON)].astype(int)) == g
+                x_v = valid[0][in_group]
+                valid_g = (x_v, valid[1][in_group] - x_v[:, names.index(rows.spec.target)])
+            boosters[start], rounds[str(start)] = _train_booster(
+                plain,
+                keep,
+                rows.y[keep] - now[keep],
+                rounds=by_group.get(start, 0),
+                seed=seed,
+                valid=valid_g,
+            )
+        stored = {
+            "target": rows.spec.target,
+            "hyperparams": hyper,
+            GROUP_STARTS: starts,
+            MAX_HORIZON: max_horizon,
+            "num_boost_round": rounds,
+            "fallback": {},
+        }
+        info: FitInfo = {
+            "best_iteration": round(float(np.mean(list(rounds.values())))),
+            "best_iterations": {int(k): v for k, v in rounds.items()},
+        }
+        return cls(names, stored, boosters), info
+
+    def with_fallback(self, fallback: Mapping[int, str]) -> HorizonForecaster:
+        """The same models, with ``fallback`` (horizon -> baseline) serving those horizons."""
+        unknown = set(fallback.values()) - {"persistence", "seasonal_naive"}
+        if unknown:
+            raise ForecasterError(f"unknown fallback baselines {sorted(unknown)}")
+        params = {**self.params, "fallback": {str(h): b for h, b in sorted(fallback.items())}}
+        return HorizonForecaster(self.feature_names, params, self.boosters)
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        x = self._rows(rows)
+        horizons = x[:, self._horizon_col].astype(int)
+        if horizons.size and (horizons.min() < 1 or horizons.max() > self.max_horizon):
+            raise ForecasterError(f"this model forecasts horizons 1..{self.max_horizon} h")
+        now = x[:, self._target_col]
+        out = now.copy()
+        group = _group_index(self.starts.tolist(), horizons)
+        for g in np.unique(group):
+            booster = self.boosters.get(int(self.starts[g]))
+            if booster is None:
+                raise ForecasterError(f"no model for the horizons from {self.starts[g]} h")
+            keep = group == g
+            out[keep] += booster.predict(x[keep], num_threads=1)
+        for horizon, baseline in self.fallback.items():
+            keep = horizons == horizon
+            if baseline == "seasonal_naive" and self._same_hour_col is not None:
+                out[keep] = x[keep, self._same_hour_col]
+            else:
+                out[keep] = now[keep]
+        return out
+
+    def importance(self) -> np.ndarray:
+        """Total split gain per feature, summed over the groups."""
+        total = np.zeros(len(self.feature_names))
+        for booster in self.boosters.values():
+            total += np.asarray(booster.feature_importance("gain"), dtype=float)
+        return total
+
+    def save(self, directory: Path) -> list[str]:
+        files = []
+        for start, booster in sorted(self.boosters.items()):
+            name = f"model_h{start:02d}.txt"
+            booster.save_model(str(directory / name))
+            files.append(name)
+        return [*files, *super().save(directory)]
+
+    @classmethod
+    def load(
+        cls, directory: Path, feature_names: list[str], params: dict[str, Any]
+    ) -> HorizonForecaster:
+        import lightgbm
+
+        boosters = {
+            int(start): lightgbm.Booster(model_file=str(directory / f"model_h{int(start):02d}.txt"))
+            for start in params["num_boost_round"]
+        }
+        return cls(feature_names, params, boosters)
+
+
+def _group_index(starts: list[int], horizons: np.ndarray) -> np.ndarray:
+    """The index of each horizon's group (the last start at or below it)."""
+    out: np.ndarray = np.searchsorted(np.asarray(starts), horizons, side="right") - 1
+    return out
+
+
 #: the on-disk kind (``bundle.json``) -> its class
 FORECASTER_KINDS: dict[str, type[_JsonForecaster]] = {
     cls.kind: cls
@@ -381,6 +524,7 @@ FORECASTER_KINDS: dict[str, type[_JsonForecaster]] = {
         ClimatologyForecaster,
         RidgeForecaster,
         LightGBMForecaster,
+        HorizonForecaster,
     )
 }
 #: training's candidate name -> its class
@@ -389,7 +533,7 @@ CANDIDATES: dict[str, type[_JsonForecaster]] = {
     "seasonal_naive": SeasonalNaiveForecaster,
     "climatology": ClimatologyForecaster,
     "ridge": RidgeForecaster,
-    "lightgbm": LightGBMForecaster,
+    "lightgbm": HorizonForecaster,
 }
 
 
@@ -409,6 +553,8 @@ def make_forecaster(
         raise ForecasterError(f"unknown model kind {kind!r}")
     if cls is LightGBMForecaster:
         return LightGBMForecaster(feature_names, params, booster)
+    if cls is HorizonForecaster:
+        return HorizonForecaster(feature_names, params, booster)
     forecaster: Forecaster = cls(feature_names, params)  # type: ignore[assignment]
     return forecaster
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -40,7 +42,9 @@ def test_persistence_forecasts_the_value_at_issue_time(data, spec, small_obs):
 
 
 def test_seasonal_naive_forecasts_the_value_a_day_before_the_target(data, spec, small_obs):
-    assert seasonal_feature(spec) == f"{spec.target}_lag{24 - spec.horizon_hours}"
+    assert seasonal_feature(spec) == "target_same_hour_d1"  # right at every horizon
+    old = replace(spec, horizon_features=False)  # a spec stored before trajectories
+    assert seasonal_feature(old) == f"{spec.target}_lag{24 - spec.horizon_hours}"
     predictor, _ = fit_candidate("seasonal_naive", *_xy(data), spec)
     pred = predictor.predict(data.x[:5])
     day_before_target = data.index[:5] + pd.Timedelta(hours=spec.horizon_hours - 24)
@@ -78,7 +82,7 @@ def test_lightgbm_stops_early_on_validation_rows(train_xy, spec):
         "lightgbm", x[:600], y[:600], spec, hyper, valid=(x[600:], y[600:])
     )
     assert 1 <= info["best_iteration"] < 400
-    assert predictor.kind == "lightgbm"
+    assert predictor.kind == "lightgbm_horizons"
     assert ev.rmse(y[600:], predictor.predict(x[600:])) < np.std(y[600:])
 
 

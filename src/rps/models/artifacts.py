@@ -51,14 +51,15 @@ def _holdout_frame(
     data: PreparedData, chosen: CandidateResult, persistence: np.ndarray
 ) -> pd.DataFrame:
     ho = data.features.iloc[data.holdout_pos]
+    lower, upper = chosen.bounds(data.x[data.holdout_pos], chosen.holdout_pred)
     return pd.DataFrame(
         {
             "issue_time": ho.index,
             "target_time": ho[TARGET_TIME].to_numpy(),
             "actual": ho[TARGET].to_numpy(dtype=float),
             "prediction": chosen.holdout_pred,
-            "lower": chosen.holdout_pred + chosen.interval["lower"],
-            "upper": chosen.holdout_pred + chosen.interval["upper"],
+            "lower": lower,
+            "upper": upper,
             "persistence": persistence,
         }
     )
@@ -92,7 +93,7 @@ def _write_plots(
             target_times,
             y,
             forecasts,
-            interval=(pred + chosen.interval["lower"], pred + chosen.interval["upper"]),
+            interval=chosen.bounds(data.x[data.holdout_pos], pred),
         ),
         plots.residual_histogram(
             directory / "residual_histogram.png", y - pred, interval=chosen.interval

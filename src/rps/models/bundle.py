@@ -2,8 +2,9 @@
 
 Layout::
 
-    bundle.json             kind, feature spec, interval, metrics, lineage
-    model.txt | params.json the predictor (LightGBM text model, or JSON parameters)
+    bundle.json             kind, feature spec, interval, metrics, lineage; for a trajectory
+                            model also horizon_interval and metrics_by_horizon
+    model*.txt, params.json the predictor (LightGBM text model(s), and JSON parameters)
     reference_stats.json    per-feature training statistics for drift detection
     reference_sample.npy    a sample of training feature rows (KS tests)
     checksums.json          sha256 of every other file, verified on load
@@ -11,7 +12,9 @@ Layout::
 The predictor is a :class:`rps.models.forecasters.Forecaster`; ``bundle.json`` names its
 kind and the forecaster class of that kind reads its own files. Loading and predicting need
 NumPy only (plus LightGBM for a LightGBM bundle): no pandas, scikit-learn or MLflow, so a
-lean server can import this module. The on-disk format is unchanged since format 1.
+lean server can import this module. The on-disk format is unchanged since format 1; a
+trajectory bundle adds two optional keys to ``bundle.json`` (older bundles lack them and
+forecast their one horizon with the constant ``interval``).
 
 The same directory is logged to MLflow as the artifacts of a pyfunc model, so a bundle can be
 fetched by alias from the registry or baked into an image, and is always loaded natively
@@ -37,6 +40,7 @@ from rps.models.forecasters import (
     load_forecaster,
     make_forecaster,
 )
+from rps.models.intervals import HorizonInterval
 
 BUNDLE_FORMAT = 1
 MODEL_KINDS: tuple[str, ...] = tuple(FORECASTER_KINDS)
@@ -78,6 +82,9 @@ class ModelBundle:
     reference_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     reference_sample: np.ndarray | None = None
     checksum: str = ""
+    # a trajectory model: its conditional interval (every horizon) and holdout scores by horizon
+    horizon_interval: HorizonInterval | None = None
+    metrics_by_horizon: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def kind(self) -> str:
@@ -87,9 +94,17 @@ class ModelBundle:
     def feature_names(self) -> list[str]:
         return self.predictor.feature_names
 
+    @property
+    def max_horizon_hours(self) -> int | None:
+        """The longest horizon of a trajectory (None: ``feature_spec.horizon_hours`` only)."""
+        return None if self.horizon_interval is None else self.horizon_interval.max_hours
+
     def predict_with_interval(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Point forecasts and the calibrated interval bounds."""
+        """Point forecasts and the calibrated interval bounds (rows of any served horizon)."""
         point = self.predictor.predict(rows)
+        if self.horizon_interval is not None:
+            lower, upper = self.horizon_interval.bounds(rows, point, self.feature_names)
+            return point, lower, upper
         return point, point + self.interval["lower"], point + self.interval["upper"]
 
     def save(self, directory: Path) -> Path:
@@ -112,6 +127,9 @@ class ModelBundle:
             "metrics": self.metrics,
             "lineage": self.lineage,
         }
+        if self.horizon_interval is not None:
+            meta["horizon_interval"] = self.horizon_interval.to_dict()
+            meta["metrics_by_horizon"] = self.metrics_by_horizon
         _write_json(directory / "bundle.json", meta)
         files.append("bundle.json")
         checksums = {name: sha256_file(directory / name) for name in sorted(files)}
@@ -169,6 +187,10 @@ def load_bundle(directory: Path, *, verify: bool = True) -> ModelBundle:
     except (OSError, ValueError, KeyError, ForecasterError) as exc:
         raise BundleError(f"the {kind} model in {directory} cannot be loaded: {exc}") from exc
     sample_path = directory / "reference_sample.npy"
+    stored_interval = meta.get("horizon_interval")
+    horizon_interval = (
+        None if stored_interval is None else HorizonInterval.from_dict(stored_interval)
+    )
     return ModelBundle(
         predictor=predictor,
         feature_spec=FeatureSpec.from_dict(meta["feature_spec"]),
@@ -178,6 +200,8 @@ def load_bundle(directory: Path, *, verify: bool = True) -> ModelBundle:
         reference_stats=json.loads((directory / "reference_stats.json").read_text()),
         reference_sample=np.load(sample_path) if sample_path.exists() else None,
         checksum=bundle_digest(checksums),
+        horizon_interval=horizon_interval,
+        metrics_by_horizon=list(meta.get("metrics_by_horizon", [])),
     )
 
 

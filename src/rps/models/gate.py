@@ -18,6 +18,9 @@ per-sample squared errors, :func:`rps.models.evaluation.diebold_mariano`):
    (:mod:`rps.models.adaptation`) and only rule 4 promotes.
 6. Otherwise refuse.
 
+A trajectory candidate is also held to :func:`check_horizons` (applied by
+:func:`rps.models.stages.evaluate_run`): not worse than persistence at any horizon.
+
 The champion's forecasts are *recomputed* on the candidate's holdout from its bundle (all
 bundles share the feature code, so any champion can be rebuilt).
 """
@@ -25,7 +28,8 @@ bundles share the feature code, so any champion can be rebuilt).
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -328,3 +332,33 @@ def evaluate_gate(
         require_superiority=superiority,
         **kwargs,
     )
+
+
+def check_horizons(metrics_by_horizon: Sequence[Mapping[str, float]]) -> str | None:
+    """The per-horizon rule: a challenger may not be worse than persistence at any horizon.
+
+    Args:
+        metrics_by_horizon: holdout scores per horizon (``rmse``, ``persistence_rmse``).
+
+    Returns:
+        None when the rule holds (also without horizons), else the refusal's reason.
+    """
+    worse = [r for r in metrics_by_horizon if r["rmse"] > r["persistence_rmse"]]
+    if not worse:
+        return None
+    listed = ", ".join(
+        f"+{int(r['horizon_hours'])} h ({r['rmse']:.3f} vs {r['persistence_rmse']:.3f})"
+        for r in worse[:5]
+    )
+    return f"worse than persistence at {len(worse)} horizon(s): {listed}"
+
+
+def apply_horizon_gate(
+    decision: GateDecision, metrics_by_horizon: Sequence[Mapping[str, float]]
+) -> GateDecision:
+    """The decision, turned into a refusal (rule ``refused_horizon``) when
+    :func:`check_horizons` finds a horizon where the candidate loses to persistence."""
+    reason = check_horizons(metrics_by_horizon)
+    if reason is None or not decision.promote:
+        return decision
+    return replace(decision, promote=False, rule="refused_horizon", reason=reason)

@@ -341,3 +341,15 @@ def metrics_by_horizon(
             }
         )
     return out
+
+
+def trajectory_metrics(
+    data: HorizonData | None, trajectory: TrajectoryFit | None, alpha: float
+) -> list[dict[str, float]]:
+    """:func:`metrics_by_horizon` of a fitted trajectory on its holdout (empty without one)."""
+    if data is None or trajectory is None:
+        return []
+    rows = data.holdout
+    pred = trajectory.predictor.predict(rows.x)
+    lower, upper = trajectory.interval.bounds(rows.x, pred, data.spec.feature_names)
+    return metrics_by_horizon(rows, pred, lower, upper, data.spec, alpha=alpha)

@@ -79,6 +79,8 @@ MODEL_ARTIFACT = "model"
 
 
 #: run metrics shown by ``info``/``champion_info`` (the rest stay in MLflow)
+#: the run artifact holding the holdout scores of every horizon (``metrics_by_horizon``)
+METRICS_BY_HORIZON = "evaluation/metrics_by_horizon.json"
 HEADLINE_METRICS = (
     "holdout_rmse",
     "holdout_mae",
@@ -89,6 +91,7 @@ HEADLINE_METRICS = (
     "holdout_directional_accuracy",
     "interval_coverage",
     "interval_width",
+    "interval_score",
     "cv_rmse",
     "persistence_holdout_rmse",
     "duration_s",
@@ -432,6 +435,7 @@ def version_info(settings: Settings, ref: str) -> dict[str, Any]:
             run = client.get_run(mv.run_id)
         run_params = dict(run.data.params)
         metrics = {k: float(v) for k, v in run.data.metrics.items() if k in HEADLINE_METRICS}
+    by_horizon = _metrics_by_horizon(client, mv.run_id) if mv.run_id else []
     return {
         "name": name,
         "version": str(mv.version),
@@ -449,8 +453,22 @@ def version_info(settings: Settings, ref: str) -> dict[str, Any]:
         "gate_reason": tags.get("gate_reason", ""),
         "params": run_params,
         "metrics": metrics,
+        "metrics_by_horizon": by_horizon,
         "source": mv.source,
     }
+
+
+def _metrics_by_horizon(client: MlflowClient, run_id: str) -> list[dict[str, float]]:
+    """The run's holdout scores per horizon (empty for a run without a trajectory)."""
+    import mlflow
+
+    folder = METRICS_BY_HORIZON.rsplit("/", 1)[0]
+    with mlflow_errors(f"the artifacts of run {run_id}"):
+        stored = {a.path for a in client.list_artifacts(run_id, folder)}
+        if METRICS_BY_HORIZON not in stored:
+            return []
+        data = mlflow.artifacts.load_dict(f"runs:/{run_id}/{METRICS_BY_HORIZON}")
+    return [dict(row) for row in data.get("metrics_by_horizon", [])]
 
 
 def champion_info(settings: Settings) -> dict[str, Any]:

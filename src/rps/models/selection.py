@@ -13,6 +13,7 @@ import numpy as np
 from rps.models import evaluation as ev
 from rps.models.candidates import BASELINES, KIND_OF, LEARNED, fit_candidate, seasonal_feature
 from rps.models.forecasters import Forecaster
+from rps.models.horizons import MULTI_HORIZON_KINDS, TrajectoryFit, fit_trajectory
 from rps.models.splits import PreparedData
 from rps.models.tuning import CVOutcome, TrialLogger, cross_validate, tune
 from rps.params import TrainParams
@@ -33,6 +34,13 @@ class CandidateResult:
     interval: dict[str, float]
     metrics: dict[str, float]  # holdout metrics, interval coverage, cv_rmse, dm p-value
     dm_vs_persistence: ev.DMResult | None = None
+    trajectory: TrajectoryFit | None = None  # every horizon: its interval and out-of-fold errors
+
+    def bounds(self, rows: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The interval around ``pred``: the trajectory's conditional one, else the constant."""
+        if self.trajectory is not None:
+            return self.trajectory.interval.bounds(rows, pred, self.predictor.feature_names)
+        return pred + self.interval["lower"], pred + self.interval["upper"]
 
 
 def _holdout_metrics(
@@ -40,16 +48,37 @@ def _holdout_metrics(
     pred: np.ndarray,
     y_now: np.ndarray,
     hours: np.ndarray,
-    interval: dict[str, float],
 ) -> dict[str, float]:
     metrics = {f"holdout_{k}": v for k, v in ev.point_metrics(y, pred, y_now).items()}
-    metrics["interval_coverage"] = ev.interval_coverage(
-        y, pred + interval["lower"], pred + interval["upper"]
-    )
-    metrics["interval_width"] = float(interval["upper"] - interval["lower"])
     for hour, value in ev.error_by_hour(y, pred, hours).items():
         metrics[f"holdout_rmse_hour_{hour:02d}"] = value
     return metrics
+
+
+def interval_metrics(
+    result: CandidateResult, x: np.ndarray, y: np.ndarray, alpha: float
+) -> dict[str, float]:
+    """Coverage, mean width and interval score of the candidate's interval on rows ``x``."""
+    lower, upper = result.bounds(x, result.predictor.predict(x))
+    return {
+        "interval_coverage": ev.interval_coverage(y, lower, upper),
+        "interval_width": float(np.mean(upper - lower)),
+        "interval_score": ev.interval_score(y, lower, upper, alpha),
+    }
+
+
+def add_trajectory(result: CandidateResult, data: PreparedData, tp: TrainParams) -> None:
+    """Give a chosen multi-horizon baseline its trajectory interval (LightGBM has one)."""
+    if result.trajectory is not None or data.horizons is None:
+        return
+    if result.kind not in MULTI_HORIZON_KINDS:
+        return
+    fitted = fit_trajectory(
+        data.horizons, result.name, result.hyper, alpha=tp.interval_alpha, seed=tp.seed
+    )
+    result.trajectory = TrajectoryFit(result.predictor, fitted.interval, {}, fitted.oof)
+    x_ho, y_ho = data.x[data.holdout_pos], data.y[data.holdout_pos]
+    result.metrics.update(interval_metrics(result, x_ho, y_ho, tp.interval_alpha))
 
 
 def fit_candidates(
@@ -102,12 +131,19 @@ def fit_candidates(
             cv = cross_validate(
                 name, x_tr, y_tr, data.folds, spec=spec, seed=tp.seed, sample_weight=weight
             )
-        predictor, _ = fit_candidate(
-            name, x_tr, y_tr, spec, hyper, seed=tp.seed, sample_weight=weight
-        )
+        trajectory = None
+        if name == "lightgbm" and data.horizons is not None:
+            trajectory = fit_trajectory(
+                data.horizons, name, hyper, alpha=tp.interval_alpha, seed=tp.seed
+            )
+            predictor = trajectory.predictor
+        else:
+            predictor, _ = fit_candidate(
+                name, x_tr, y_tr, spec, hyper, seed=tp.seed, sample_weight=weight
+            )
         pred = predictor.predict(x_ho)
         interval = ev.conformal_offsets(cv.residuals, tp.interval_alpha)
-        metrics = _holdout_metrics(y_ho, pred, y_now, hours, interval)
+        metrics = _holdout_metrics(y_ho, pred, y_now, hours)
         metrics["cv_rmse"] = cv.rmse
         dm = None
         if name != "persistence":
@@ -117,9 +153,11 @@ def fit_candidates(
                 y_ho, y_now
             )
             metrics["beats_persistence"] = float(better)
-        results[name] = CandidateResult(
-            name, KIND_OF[name], dict(hyper), predictor, cv, pred, interval, metrics, dm
+        result = CandidateResult(
+            name, KIND_OF[name], dict(hyper), predictor, cv, pred, interval, metrics, dm, trajectory
         )
+        metrics.update(interval_metrics(result, x_ho, y_ho, tp.interval_alpha))
+        results[name] = result
         timings[f"fit_{name}_s"] = time.perf_counter() - started
         log.info(
             "candidate %s: cv_rmse=%.3f holdout_rmse=%.3f",

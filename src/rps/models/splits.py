@@ -15,8 +15,9 @@ import pandas as pd
 from rps.features.build import TARGET, FeatureSpec, build_features
 from rps.models.adaptation import recency_weights, recent_holdout
 from rps.models.errors import InsufficientDataError
+from rps.models.horizons import HorizonData, prepare_horizons
 from rps.models.leakage import check_no_leakage
-from rps.params import TrainParams
+from rps.params import HorizonParams, TrainParams
 
 MIN_FOLD_ROWS = 48
 MIN_HOLDOUT_ROWS = 48
@@ -81,6 +82,7 @@ class PreparedData:
     folds: list[tuple[np.ndarray, np.ndarray]]
     weights: np.ndarray | None = None  # per complete row (drift runs), else equal weights
     onset: pd.Timestamp | None = None  # the drift onset this run adapts to
+    horizons: HorizonData | None = None  # the stacked rows of every horizon (trajectories)
 
     @property
     def train_weights(self) -> np.ndarray | None:
@@ -99,11 +101,14 @@ def prepare_data(
     tp: TrainParams,
     *,
     onset: pd.Timestamp | None = None,
+    hp: HorizonParams | None = None,
 ) -> PreparedData:
     """Build features, verify them, drop incomplete rows and split by time.
 
     With a drift ``onset`` the holdout is the newest post-onset window and post-onset
-    training rows are weighted up (:mod:`rps.models.adaptation`).
+    training rows are weighted up (:mod:`rps.models.adaptation`). With ``hp`` (and a spec
+    with horizon features) the rows of every horizon 1..``hp.max_hours`` are stacked too
+    (:func:`rps.models.horizons.prepare_horizons`), on the same issue-time split.
 
     Raises:
         InsufficientDataError: too few rows; the message names the rows needed.
@@ -151,4 +156,17 @@ def prepare_data(
         )
     x = complete[spec.feature_names].to_numpy(dtype=float)
     y = complete[TARGET].to_numpy(dtype=float)
-    return PreparedData(spec, complete, x, y, train_pos, holdout_pos, folds, weights, onset)
+    stacked = None
+    if hp is not None and spec.horizon_features:
+        stacked = prepare_horizons(
+            observations,
+            spec,
+            hp,
+            train_times=index[train_pos],
+            holdout_times=index[holdout_pos],
+            weights=None if weights is None else weights[train_pos],
+            seed=tp.seed,
+        )
+    return PreparedData(
+        spec, complete, x, y, train_pos, holdout_pos, folds, weights, onset, stacked
+    )

@@ -91,6 +91,7 @@ def evaluate_run(settings: Settings, params: Params, run_id: str) -> GateDecisio
     from rps.models.gate import (
         HOLDOUT_OBSERVATIONS,
         Holdout,
+        apply_horizon_gate,
         bundle_holdout,
         evaluate_gate,
         predict_bundle,
@@ -126,6 +127,7 @@ def evaluate_run(settings: Settings, params: Params, run_id: str) -> GateDecisio
         candidate_is_persistence=bundle.kind == "persistence",
         after_drift="rps.drift_onset" in tags,
     )
+    decision = apply_horizon_gate(decision, bundle.metrics_by_horizon)
     client = get_client(settings)
     with mlflow_errors(f"storing the gate evidence of run {run_id}"):
         client.log_dict(run_id, decision.to_dict(), GATE_ARTIFACT)

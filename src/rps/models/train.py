@@ -49,7 +49,9 @@ from rps.models.errors import (
     LeakageError,
     TrainingError,
 )
-from rps.models.selection import choose_candidate, fit_candidates
+from rps.models.horizons import HORIZON_METRICS, trajectory_metrics
+from rps.models.registry import METRICS_BY_HORIZON
+from rps.models.selection import add_trajectory, choose_candidate, fit_candidates
 from rps.models.splits import prepare_data
 from rps.params import Params
 from rps.settings import Settings
@@ -70,12 +72,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class CandidateRun:
-    """A training run and the candidate it logged (not registered yet)."""
+class _RunOutcome:
+    """What every training run reports (the candidate and its run)."""
 
     run_id: str
     experiment_id: str
-    model_uri: str
     candidate: str
     model_kind: str
     metrics: dict[str, float]
@@ -85,37 +86,42 @@ class CandidateRun:
     code_sha: str
     code_dirty: bool | None
     bundle_checksum: str
-    drift_onset: str | None
     duration_s: float
     timings: dict[str, float]
+
+
+@dataclass(frozen=True)
+class CandidateRun(_RunOutcome):
+    """A training run and the candidate it logged (not registered yet)."""
+
+    model_uri: str
+    drift_onset: str | None
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class TrainResult(_RunOutcome):
     """What one training run produced and decided."""
 
-    run_id: str
-    experiment_id: str
     model_name: str
     version: str
-    candidate: str
-    model_kind: str
     promoted: bool
     gate_reason: str
-    metrics: dict[str, float]
-    candidates: dict[str, dict[str, float]]
-    dataset_md5: str
-    dataset_uri: str
-    code_sha: str
-    code_dirty: bool | None
-    bundle_checksum: str
-    duration_s: float
-    timings: dict[str, float]
     drift_onset: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (nested dataclasses become dicts)."""
         return asdict(self)
+
+
+def _log_horizon_metrics(by_horizon: list[dict[str, float]]) -> None:
+    """Per-horizon holdout scores: ``horizon.<name>`` metrics stepped by the horizon (the MLflow
+    UI draws them against the horizon) and ``evaluation/metrics_by_horizon.json``."""
+    import mlflow
+
+    for row in by_horizon:
+        step = int(row["horizon_hours"])
+        mlflow.log_metrics({f"horizon.{k}": row[k] for k in HORIZON_METRICS}, step=step)
+    mlflow.log_dict({"metrics_by_horizon": by_horizon}, METRICS_BY_HORIZON)
 
 
 def train_candidate(
@@ -167,7 +173,11 @@ def train_candidate(
         regime = resolve_regime(settings, params, observations, spec, onset=onset)
     mark = time.perf_counter()
     data = prepare_data(
-        observations, spec, params.train, onset=None if regime is None else regime.onset
+        observations,
+        spec,
+        params.train,
+        onset=None if regime is None else regime.onset,
+        hp=params.horizons,
     )
     timings["features_s"] = time.perf_counter() - mark
     experiment_id = registry.ensure_experiment(settings)
@@ -195,6 +205,7 @@ def train_candidate(
         mlflow.log_params(
             {
                 **flat_params(params),
+                **{f"horizons.{k}": str(v) for k, v in params.horizons.model_dump().items()},
                 "dataset_md5": dataset.md5,
                 "dataset_uri": dataset.uri,
                 "code_sha": code_sha,
@@ -214,6 +225,12 @@ def train_candidate(
         )
         timings["candidates_s"] = time.perf_counter() - mark
         chosen = choose_candidate(results)
+        mark = time.perf_counter()
+        add_trajectory(chosen, data, params.train)
+        by_horizon = trajectory_metrics(
+            data.horizons, chosen.trajectory, params.train.interval_alpha
+        )
+        timings["trajectory_s"] = time.perf_counter() - mark
         for name, result in results.items():
             mlflow.log_metrics(
                 {
@@ -254,6 +271,10 @@ def train_candidate(
             k: float(v) for k, v in summary.items() if not k.startswith("holdout_rmse_hour")
         }
         bundle = build_bundle(data, chosen, bundle_metrics, lineage, seed=params.train.seed)
+        if chosen.trajectory is not None:
+            bundle.horizon_interval = chosen.trajectory.interval
+            bundle.metrics_by_horizon = by_horizon
+            _log_horizon_metrics(by_horizon)
         mark = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rps-train-") as tmp:
             root = Path(tmp)

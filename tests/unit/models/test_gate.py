@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rps.models.gate import decide_promotion
+from rps.models.gate import apply_horizon_gate, check_horizons, decide_promotion
 
 RULE = {"horizon": 6, "significance": 0.05, "margin": 0.02}
 
@@ -73,3 +73,30 @@ def test_worse_beyond_the_margin_is_refused_even_if_not_significant(holdout):
     )
     assert decision.candidate_rmse > decision.champion_rmse * 1.02
     assert not decision.promote and decision.rule == "refused_champion"
+
+
+def _by_horizon(rmse: list[float], persistence: list[float]) -> list[dict[str, float]]:
+    return [
+        {"horizon_hours": h, "rmse": r, "persistence_rmse": p}
+        for h, (r, p) in enumerate(zip(rmse, persistence, strict=True), start=1)
+    ]
+
+
+def test_a_trajectory_worse_than_persistence_at_one_horizon_is_refused(holdout):
+    y, persistence, rng = holdout
+    promoted = decide_promotion(y, y + rng.normal(0, 1.0, y.size), persistence, None, **RULE)
+    scores = _by_horizon([0.9, 1.6, 2.0], [1.2, 1.5, 3.0])  # loses at +2 h only
+    assert check_horizons(scores) is not None and "+2 h" in str(check_horizons(scores))
+    refused = apply_horizon_gate(promoted, scores)
+    assert not refused.promote and refused.rule == "refused_horizon"
+    assert "+2 h (1.600 vs 1.500)" in refused.reason
+    assert refused.candidate_rmse == promoted.candidate_rmse  # the evidence is kept
+
+
+def test_the_horizon_rule_passes_ties_and_leaves_refusals_alone(holdout):
+    y, persistence, _ = holdout
+    tied = _by_horizon([1.2, 1.5], [1.2, 1.5])  # persistence served as the fallback
+    assert check_horizons(tied) is None and check_horizons([]) is None
+    refused = decide_promotion(y, persistence + 0.01, persistence, None, **RULE)
+    worse = _by_horizon([5.0], [1.0])
+    assert apply_horizon_gate(refused, worse) is refused

@@ -37,7 +37,7 @@ class IntervalError(ValueError):
     """An interval cannot be calibrated (too few errors) or applied (unknown horizon)."""
 
 
-def _columns(spec: FeatureSpec) -> dict[str, str]:
+def scale_columns(spec: FeatureSpec) -> dict[str, str]:
     """The feature each scale input reads (pressure only when the features hold its lag)."""
     out = {
         "horizon": HORIZON,
@@ -177,7 +177,7 @@ def fit_horizon_interval(
     Raises:
         IntervalError: a horizon has too few errors, or only one fold holds errors.
     """
-    columns = _columns(spec)
+    columns = scale_columns(spec)
     names = spec.feature_names
     design = scale_design(rows, names, columns)
     target = np.log(np.abs(errors) + ERROR_FLOOR)

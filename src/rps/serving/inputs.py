@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from rps.features.online import build_feature_row
+from rps.features.online import build_horizon_rows
 from rps.features.spec import FeatureError
 from rps.serving.errors import InputError, error_item
 from rps.serving.schemas import Observation
@@ -72,18 +72,46 @@ def rows_to_matrix(
     return matrix
 
 
+def check_horizon(
+    model: ServedModel, hours: int, loc: Sequence[str], *, trajectory: bool = False
+) -> None:
+    """Refuse a lead time (``trajectory``: every hour 1..``hours``) the model does not forecast.
+
+    Raises:
+        InputError: ``hours`` is beyond the model's ``max_horizon_hours``, or the model
+            forecasts its ``horizon_hours`` only and ``hours`` is another one or a trajectory.
+    """
+    longest = model.max_horizon_hours
+    single = model.bundle.max_horizon_hours is None
+    if single and (trajectory or hours != longest):
+        message = f"the served model forecasts +{longest} h only (no trajectory)"
+    elif not 1 <= hours <= longest:
+        message = f"the served model forecasts 1..{longest} hours ahead, not {hours}"
+    else:
+        return
+    raise InputError([{"loc": list(loc), "msg": message, "type": "horizon_unavailable"}])
+
+
 def observations_to_row(
-    model: ServedModel, observations: Sequence[Observation]
+    model: ServedModel, observations: Sequence[Observation], horizon_hours: int | None = None
 ) -> tuple[np.ndarray, datetime]:
     """The feature row for the newest hour of an observation window, and its issue time.
 
     The schema has checked that the times are consecutive hours, oldest first; only the newest
     ``window_hours`` observations are used.
 
+    Args:
+        model: the served model.
+        observations: the window.
+        horizon_hours: the lead time (None: the model's ``horizon_hours``).
+
     Raises:
-        InputError: the window is too short for the model, or lacks or adds variables.
+        InputError: the window is too short for the model, lacks or adds variables, or the
+            model does not forecast ``horizon_hours``.
     """
     spec = model.bundle.feature_spec
+    horizon = spec.horizon_hours if horizon_hours is None else horizon_hours
+    check_horizon(model, horizon, ["body", "horizon_hours"])
     need = spec.window_hours
     if len(observations) < need:
         raise InputError.at(
@@ -114,7 +142,7 @@ def observations_to_row(
     issue = datetime.fromtimestamp(epoch(observations[-1].time), tz=UTC)
     try:
         # a datetime is what the online path computes its time features from (no pandas)
-        row = build_feature_row(values, spec, issue_time=cast(Any, issue))
+        row = build_horizon_rows(values, spec, [horizon], issue_time=cast(Any, issue))[0]
     except FeatureError as exc:
         raise InputError.at(["observations"], str(exc)) from exc
     return row, issue

@@ -29,6 +29,8 @@ FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
 
 MIN_YEAR, MAX_YEAR = 1900, 2200
 HOUR_S = 3600
+#: the longest lead time a request may name (the served model may allow fewer)
+MAX_HORIZON_HOURS = 168
 
 
 def _iso_text(value: object) -> object:
@@ -113,6 +115,15 @@ class PredictRequest(BaseModel):
             "every variable of the model's feature spec; the newest `window_hours` are used."
         ),
     )
+    horizon_hours: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_HORIZON_HOURS,
+        description=(
+            "Lead time of the forecast from `observations`, 1 .. the model's "
+            "`max_horizon_hours` (GET /model/info); default: the model's `horizon_hours`."
+        ),
+    )
 
     @field_validator("observations")
     @classmethod
@@ -138,6 +149,11 @@ class PredictRequest(BaseModel):
     def _one_input(self) -> PredictRequest:
         if (self.rows is None) == (self.observations is None):
             raise ValueError("provide exactly one of 'rows' or 'observations'")
+        if self.horizon_hours is not None and self.rows is not None:
+            raise ValueError(
+                "'horizon_hours' goes with 'observations'; feature rows carry their own lead "
+                "time in their features"
+            )
         if self.issue_times is not None:
             if self.rows is None:
                 raise ValueError("'issue_times' goes with 'rows' only")
@@ -230,8 +246,21 @@ class ModelInfoResponse(_Response):
     features: list[str]
     target: str
     horizon_hours: int
+    max_horizon_hours: int | None = Field(
+        default=None,
+        description="Longest lead time of GET /forecast?hours=N and POST /predict "
+        "`horizon_hours` (null: the model forecasts `horizon_hours` only).",
+    )
     window_hours: int = Field(description="Observations a POST /predict window needs.")
-    interval: dict[str, float]
+    interval: dict[str, float] = Field(
+        description="The constant split-conformal offsets (used without `horizon_interval`)."
+    )
+    horizon_interval: dict[str, Any] | None = Field(
+        default=None, description="The conditional interval of every horizon (trajectory models)."
+    )
+    metrics_by_horizon: list[dict[str, float]] = Field(
+        default_factory=list, description="Holdout scores per horizon (trajectory models)."
+    )
     checksum: str
     source: str
     loaded_at: datetime
@@ -269,8 +298,22 @@ class ModelSwapResponse(_Response):
     detail: str
 
 
+class TrajectoryPoint(_Response):
+    """The forecast for one hour of a trajectory."""
+
+    horizon_hours: int = Field(description="Lead time from the issue time.")
+    target_time: datetime
+    prediction: float
+    lower: float = Field(description="Lower bound of the calibrated interval at this hour.")
+    upper: float = Field(description="Upper bound of the calibrated interval at this hour.")
+
+
 class ForecastResponse(_Response):
-    """The forecast for the configured place from the newest stored observations."""
+    """The forecast for the configured place from the newest stored observations.
+
+    The top-level forecast is for the model's ``horizon_hours``; with ``?hours=N`` the
+    ``trajectory`` holds every hour 1..N.
+    """
 
     location: str | None
     latitude: float | None
@@ -285,6 +328,13 @@ class ForecastResponse(_Response):
     upper: float
     ood_features: list[str]
     observations_file: str
+    horizon_hours: int | None = Field(default=None, description="Lead time of the forecast.")
+    interval_alpha: float | None = Field(
+        default=None, description="Miscoverage of the intervals (0.1: 90%)."
+    )
+    trajectory: list[TrajectoryPoint] | None = Field(
+        default=None, description="Every hour 1..N (only with ?hours=N)."
+    )
 
 
 class ErrorResponse(_Response):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rps.features.spec import HORIZON
 from rps.models.bundle import ModelBundle
 from rps.params import DriftParams
 from rps.serving.drift import DriftMonitor, ReferenceProfile, training_bounds
@@ -53,6 +54,16 @@ class ServedModel:
     @property
     def feature_names(self) -> list[str]:
         return self.bundle.feature_names
+
+    @property
+    def horizon_hours(self) -> int:
+        """The configured lead time (what is logged, monitored and forecast by default)."""
+        return self.bundle.feature_spec.horizon_hours
+
+    @property
+    def max_horizon_hours(self) -> int:
+        """The longest lead time served (``horizon_hours`` for a single-horizon model)."""
+        return self.bundle.max_horizon_hours or self.horizon_hours
 
     @property
     def entry(self) -> ModelEntry:
@@ -134,6 +145,10 @@ def build_served_model(
 ) -> ServedModel:
     """Wrap a loaded bundle with what the hot path needs (after :func:`smoke_test`)."""
     lower, upper = training_bounds(bundle.feature_names, bundle.reference_stats)
+    if bundle.max_horizon_hours is not None and HORIZON in bundle.feature_names:
+        # trained at one horizon, serving every one: a lead time is never out of range
+        at = bundle.feature_names.index(HORIZON)
+        lower[at], upper[at] = 1.0, float(bundle.max_horizon_hours)
     return ServedModel(
         bundle=bundle,
         name=name,

@@ -19,13 +19,13 @@ from typing import Any, TypedDict, cast
 
 import numpy as np
 
-from rps.features.online import build_feature_row
-from rps.features.spec import FeatureError
+from rps.features.online import build_horizon_rows
+from rps.features.spec import HORIZON, FeatureError
 from rps.params import DriftParams, LocationParams, Params, ParamsError, load_params
 from rps.serving.accuracy import LiveAccuracy, LoggedPrediction, PredictionLog
 from rps.serving.drift import DriftMonitor
 from rps.serving.errors import InputError, UnavailableError
-from rps.serving.inputs import epoch, observations_to_row, rows_to_matrix
+from rps.serving.inputs import check_horizon, epoch, observations_to_row, rows_to_matrix
 from rps.serving.launcher import INSTANCE_ENV, STARTED_AT_ENV
 from rps.serving.metrics import PIPELINE_STATUS_FILE, RuntimeCollector, ServingMetrics
 from rps.serving.model_store import BundleCache, SharedModelState
@@ -35,6 +35,7 @@ from rps.serving.schemas import (
     ForecastResponse,
     ModelInfoResponse,
     Observation,
+    TrajectoryPoint,
 )
 from rps.serving.sources import model_source
 from rps.serving.stored import StoredObservations, StoredWindow
@@ -182,10 +183,10 @@ class PredictionService:
 
     @staticmethod
     def observations_to_row(
-        model: ServedModel, observations: Sequence[Observation]
+        model: ServedModel, observations: Sequence[Observation], horizon_hours: int | None = None
     ) -> tuple[np.ndarray, datetime]:
         """The newest hour's feature row (see :func:`inputs.observations_to_row`)."""
-        return observations_to_row(model, observations)
+        return observations_to_row(model, observations, horizon_hours)
 
     # predictions ------------------------------------------------------------------------------
     def predict(
@@ -195,14 +196,19 @@ class PredictionService:
         *,
         issue_times: Sequence[datetime] | None,
         loc: str,
+        horizon_hours: int | None = None,
     ) -> list[PredictionItem]:
         """Forecast rows, monitor them and log those with a known target time.
+
+        Only forecasts at the model's ``horizon_hours`` feed the drift window and the
+        prediction log (live accuracy is judged against the holdout at that horizon).
 
         Args:
             model: The model read once for this request.
             matrix: ``(n, n_features)`` rows.
             issue_times: Issue time of each row, or None.
             loc: Body field the rows came from (named in errors).
+            horizon_hours: The rows' lead time (None: the model's ``horizon_hours``).
 
         Returns:
             One response item per row.
@@ -226,7 +232,8 @@ class PredictionService:
         upper = forecast.upper.tolist()
         ood_rows: np.ndarray = np.asarray(forecast.ood.any(axis=1))
         names = model.feature_names
-        horizon = timedelta(hours=model.bundle.feature_spec.horizon_hours)
+        configured = horizon_hours in (None, model.horizon_hours)
+        horizon = timedelta(hours=model.horizon_hours if horizon_hours is None else horizon_hours)
         items: list[PredictionItem] = []
         logged: list[LoggedPrediction] = []
         for i in range(n):
@@ -245,7 +252,7 @@ class PredictionService:
                     "target_time": target_time,
                 }
             )
-            if issue is not None and target_time is not None:
+            if configured and issue is not None and target_time is not None:
                 logged.append(
                     LoggedPrediction(
                         issue_time=epoch(issue),
@@ -256,13 +263,19 @@ class PredictionService:
                         upper=upper[i],
                     )
                 )
-        self._monitor(model, matrix, forecast, ood_rows)
+        self._monitor(model, matrix, forecast, ood_rows, drift=configured)
         if logged:
             self._log(logged)
         return items
 
     def _monitor(
-        self, model: ServedModel, matrix: np.ndarray, forecast: Forecast, ood_rows: np.ndarray
+        self,
+        model: ServedModel,
+        matrix: np.ndarray,
+        forecast: Forecast,
+        ood_rows: np.ndarray,
+        *,
+        drift: bool = True,
     ) -> None:
         metrics = self.metrics
         metrics.predictions.inc(matrix.shape[0])
@@ -275,7 +288,7 @@ class PredictionService:
             for width in widths.tolist():
                 metrics.prediction_confidence.observe(width)
         monitor = self.drift
-        if monitor is not None and monitor.profile is model.profile:
+        if drift and monitor is not None and monitor.profile is model.profile:
             snapshot = monitor.observe(matrix, ood_rows, forecast.point)
             if snapshot is not None:
                 metrics.set_drift(snapshot)
@@ -297,13 +310,15 @@ class PredictionService:
         except Exception as exc:  # logging must never fail a prediction
             logger.warning("could not log %d predictions: %s", len(logged), exc)
 
-    def response(self, model: ServedModel, items: list[PredictionItem]) -> PredictBody:
+    def response(
+        self, model: ServedModel, items: list[PredictionItem], horizon_hours: int | None = None
+    ) -> PredictBody:
         """The ``PredictResponse`` body."""
         return {
             "model_name": model.name,
             "model_version": model.version,
             "target": model.bundle.feature_spec.target,
-            "horizon_hours": model.bundle.feature_spec.horizon_hours,
+            "horizon_hours": model.horizon_hours if horizon_hours is None else horizon_hours,
             "interval_alpha": model.bundle.interval.get("alpha"),
             "predictions": items,
         }
@@ -317,30 +332,35 @@ class PredictionService:
         """
         return self.stored.window(model.bundle.feature_spec)
 
-    def forecast(self, model: ServedModel) -> ForecastResponse:
-        """The forecast for the newest stored observations.
+    def forecast(self, model: ServedModel, hours: int | None = None) -> ForecastResponse:
+        """The forecast for the newest stored observations (``hours``: and every hour 1..N).
+
+        The forecast at the model's ``horizon_hours`` is logged and monitored as always; the
+        trajectory's hours are computed from the same window (one feature pass) and returned.
 
         Raises:
+            InputError: ``hours`` is more than the model forecasts, or it has no trajectory.
             UnavailableError: nothing stored, or the stored window cannot make a feature row.
         """
-        window = self.stored_window(model)
         spec = model.bundle.feature_spec
+        if hours is not None:
+            check_horizon(model, hours, ["query", "hours"], trajectory=True)
+        window = self.stored_window(model)
         if not window.consecutive(spec.window_hours):
             raise UnavailableError(
                 f"the newest {spec.window_hours} stored hours in {window.path} are incomplete "
                 f"or have gaps; the forecast needs {spec.window_hours} consecutive hours"
             )
+        horizons = [spec.horizon_hours, *range(1, (hours or 0) + 1)]
+        issue = window.issue_time
         try:
-            row = build_feature_row(window.values, spec, issue_time=cast(Any, window.issue_time))
+            rows = build_horizon_rows(window.values, spec, horizons, issue_time=cast(Any, issue))
         except FeatureError as exc:
             raise UnavailableError(f"stored observations cannot make a feature row: {exc}") from exc
         try:
-            items = self.predict(
-                model, row.reshape(1, -1), issue_times=[window.issue_time], loc="observations"
-            )
+            item = self.predict(model, rows[:1], issue_times=[issue], loc="observations")[0]
         except InputError as exc:
             raise UnavailableError(str(exc)) from exc
-        item = items[0]
         location = self.location
         return ForecastResponse(
             location=location.name if location else None,
@@ -356,7 +376,36 @@ class PredictionService:
             upper=item["upper"],
             ood_features=item["ood_features"],
             observations_file=str(window.path),
+            horizon_hours=spec.horizon_hours,
+            interval_alpha=model.bundle.interval.get("alpha"),
+            trajectory=None if hours is None else self._trajectory(model, rows[1:], issue),
         )
+
+    def _trajectory(
+        self, model: ServedModel, rows: np.ndarray, issue: datetime
+    ) -> list[TrajectoryPoint]:
+        """The points of a trajectory (counted in the prediction metrics, not logged)."""
+        forecast = model.predict(rows)
+        if not (np.isfinite(forecast.point).all() and np.isfinite(forecast.lower).all()):
+            raise UnavailableError("the model's trajectory is not finite for the stored hours")
+        self.metrics.predictions.inc(len(rows))
+        hours = rows[:, model.feature_index[HORIZON]].astype(int).tolist()
+        return [
+            TrajectoryPoint(
+                horizon_hours=h,
+                target_time=issue + timedelta(hours=h),
+                prediction=p,
+                lower=lo,
+                upper=hi,
+            )
+            for h, p, lo, hi in zip(
+                hours,
+                forecast.point.tolist(),
+                forecast.lower.tolist(),
+                forecast.upper.tolist(),
+                strict=True,
+            )
+        ]
 
     # feedback ---------------------------------------------------------------------------------
     def _target(self) -> str:
@@ -437,8 +486,15 @@ class PredictionService:
             features=model.feature_names,
             target=spec.target,
             horizon_hours=spec.horizon_hours,
+            max_horizon_hours=model.bundle.max_horizon_hours,
             window_hours=spec.window_hours,
             interval=model.bundle.interval,
+            horizon_interval=(
+                None
+                if model.bundle.horizon_interval is None
+                else model.bundle.horizon_interval.to_dict()
+            ),
+            metrics_by_horizon=model.bundle.metrics_by_horizon,
             checksum=model.checksum,
             source=model.source,
             loaded_at=model.loaded_at,

@@ -56,3 +56,41 @@ def linear_bundle(directory: Path, *, version: str = "7", intercept: float = 0.5
     )
     bundle.save(directory)
     return directory
+
+
+def trajectory_bundle(directory: Path, *, max_hours: int = 48) -> Path:
+    """A persistence bundle that forecasts every hour 1..``max_hours`` (fast; no training).
+
+    Its forecast is the temperature now at every horizon; its interval is the conditional one
+    of :class:`rps.models.intervals.HorizonInterval`, ``exp(0.5 * log h) = sqrt(h)`` wide on
+    either side of the forecast, times 1.645.
+    """
+    from rps.models.intervals import HorizonInterval, scale_columns
+
+    params = load_params(PARAMS_FILE)
+    spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
+    columns = scale_columns(spec)
+    terms = 13 if "pressure" in columns else 11
+    coef = [0.0] * terms
+    coef[1] = 0.5  # log h
+    bundle = ModelBundle(
+        predictor=Predictor(
+            kind="persistence", feature_names=spec.feature_names, params={"target": spec.target}
+        ),
+        feature_spec=spec,
+        interval={"alpha": 0.1, "lower": -2.0, "upper": 2.0},
+        metrics={"holdout_rmse": 2.0},
+        lineage={"run_id": "unit", "model_version": "traj"},
+        reference_stats={},
+        reference_sample=np.full((4, len(spec.feature_names)), 6.0),
+        horizon_interval=HorizonInterval(
+            alpha=0.1,
+            columns=columns,
+            coef=coef,
+            lower=[-1.645] * max_hours,
+            upper=[1.645] * max_hours,
+        ),
+        metrics_by_horizon=[{"horizon_hours": 1.0, "rmse": 1.0, "persistence_rmse": 1.0}],
+    )
+    bundle.save(directory)
+    return directory

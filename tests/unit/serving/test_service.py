@@ -7,6 +7,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -16,7 +17,7 @@ from rps.data.sources.synthetic import SyntheticSource
 from rps.params import load_params
 from rps.serving.app import create_app
 from rps.settings import Settings
-from tests.unit.serving.bundles import PARAMS_FILE, linear_bundle
+from tests.unit.serving.bundles import PARAMS_FILE, linear_bundle, trajectory_bundle
 
 TOKEN = {"Authorization": "Bearer unit-token"}
 
@@ -138,3 +139,94 @@ def test_reload_and_rollback_swap_in_process(tmp_path: Path, bundle_dir: Path) -
         assert client.post("/model/rollback", headers=TOKEN).status_code == 200
         assert version() == "7"
         assert client.post("/model/rollback", headers=TOKEN).status_code == 409
+
+
+@pytest.fixture
+def trajectory_client(tmp_path: Path) -> Iterator[TestClient]:
+    yield from _client(tmp_path, trajectory_bundle(tmp_path / "trajectory"))
+
+
+def _store(tmp_path: Path, frame: pd.DataFrame) -> None:
+    processed = tmp_path / "state" / "data" / "processed"
+    processed.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(processed / "observations.parquet", index=False)
+
+
+def test_forecast_hours_returns_the_trajectory_with_an_interval_per_hour(
+    trajectory_client: TestClient, tmp_path: Path
+) -> None:
+    """?hours=48: every hour 1..48, lower < prediction < upper, wider further ahead."""
+    frame = _observations(200)
+    _store(tmp_path, frame)
+    body = trajectory_client.get("/forecast", params={"hours": 48}).json()
+    points = body["trajectory"]
+    issue = frame["time"].iloc[-1]
+    assert [p["horizon_hours"] for p in points] == list(range(1, 49))
+    assert all(p["lower"] < p["prediction"] < p["upper"] for p in points)
+    assert pd.Timestamp(points[23]["target_time"]) == issue + pd.Timedelta(hours=24)
+    now = frame["temperature_2m"].iloc[-1]
+    assert all(p["prediction"] == pytest.approx(now) for p in points)  # persistence
+    widths = [p["upper"] - p["lower"] for p in points]
+    assert widths[47] == pytest.approx(widths[0] * np.sqrt(48))
+    six = points[5]
+    assert (body["prediction"], body["lower"], body["upper"]) == (
+        six["prediction"],
+        six["lower"],
+        six["upper"],
+    )
+    assert body["horizon_hours"] == 6 and body["interval_alpha"] == 0.1
+    assert trajectory_client.get("/forecast").json()["trajectory"] is None
+    info = trajectory_client.get("/model/info").json()
+    assert info["max_horizon_hours"] == 48 and info["horizon_interval"]["alpha"] == 0.1
+
+
+@pytest.mark.parametrize("hours", [0, 49, 200])
+def test_forecast_hours_beyond_the_trajectory_are_refused(
+    trajectory_client: TestClient, tmp_path: Path, hours: int
+) -> None:
+    _store(tmp_path, _observations(200))
+    response = trajectory_client.get("/forecast", params={"hours": hours})
+    assert response.status_code == 422
+    assert "hours" in str(response.json()["detail"][0]["loc"])
+
+
+def test_a_single_horizon_model_refuses_a_trajectory_and_keeps_its_forecast(
+    client: TestClient, tmp_path: Path
+) -> None:
+    _store(tmp_path, _observations(200))
+    refused = client.get("/forecast", params={"hours": 6})
+    assert refused.status_code == 422 and "+6 h only" in refused.text
+    assert client.get("/forecast").status_code == 200
+    window = {"observations": _as_json(_observations())}
+    assert client.post("/predict", json={**window, "horizon_hours": 12}).status_code == 422
+    assert client.post("/predict", json={**window, "horizon_hours": 6}).status_code == 200
+
+
+def test_predict_horizon_hours_matches_the_offline_row_and_is_not_logged(
+    trajectory_client: TestClient, tmp_path: Path
+) -> None:
+    """horizon_hours=24 forecasts the offline row of +24 h; only +6 h forecasts are logged."""
+    from rps.features.build import build_features
+    from rps.models.bundle import load_bundle
+
+    frame = _observations()
+    window = {"observations": _as_json(frame)}
+    body = trajectory_client.post("/predict", json={**window, "horizon_hours": 24}).json()
+    item = body["predictions"][0]
+    assert body["horizon_hours"] == 24
+    last = frame["time"].iloc[-1]
+    assert pd.Timestamp(item["target_time"]) == last + pd.Timedelta(hours=24)
+    bundle = load_bundle(tmp_path / "trajectory")
+    row = build_features(frame, bundle.feature_spec.at_horizon(24)).loc[[last]]
+    point, lower, upper = bundle.predict_with_interval(row[bundle.feature_names].to_numpy())
+    assert (item["prediction"], item["lower"], item["upper"]) == pytest.approx(
+        (point[0], lower[0], upper[0]), rel=1e-9
+    )
+    feedback = trajectory_client.post(
+        "/feedback",
+        json={"observations": [{"time": item["target_time"], "temperature_2m": 1.0}]},
+    ).json()
+    assert feedback["joined"] == 0  # the +24 h forecast was not logged
+    rows = {"rows": [{"x": 1.0}], "horizon_hours": 3}
+    refused = trajectory_client.post("/predict", json=rows)
+    assert refused.status_code == 422 and "goes with 'observations'" in refused.text

@@ -23,19 +23,25 @@ async def predict(body: PredictRequest, service: ServiceDep, model: ModelDep) ->
     Send either ``rows`` (every feature of the model per row, at most ``max_batch_rows``) or
     ``observations`` (at least ``window_hours`` consecutive hourly observations, oldest first);
     the server then builds the feature row for the newest hour, and the prediction is logged
-    for live accuracy. Each forecast comes with its interval and the features that lie outside
-    the training range.
+    for live accuracy. With ``observations``, ``horizon_hours`` asks for another lead time
+    (1 .. the model's ``max_horizon_hours``; only the model's own horizon is logged). Each
+    forecast comes with its interval and the features that lie outside the training range.
     """
+    horizon = body.horizon_hours  # None with rows: their features hold their lead time
     if body.rows is not None:
         matrix = service.rows_to_matrix(model, body.rows)
         items = service.predict(model, matrix, issue_times=body.issue_times, loc="rows")
     else:
         assert body.observations is not None  # the request model guarantees one input
-        row, issue_time = service.observations_to_row(model, body.observations)
+        row, issue_time = service.observations_to_row(model, body.observations, horizon)
         items = service.predict(
-            model, row.reshape(1, -1), issue_times=[issue_time], loc="observations"
+            model,
+            row.reshape(1, -1),
+            issue_times=[issue_time],
+            loc="observations",
+            horizon_hours=horizon,
         )
     # the hot path: the body (typed as PredictBody) goes straight to orjson, 3-4x cheaper than
     # building and dumping the pydantic PredictResponse (bench/bench_serialization.py); the
     # schemathesis test checks the answers against PredictResponse
-    return OrjsonResponse(service.response(model, items))
+    return OrjsonResponse(service.response(model, items, horizon))

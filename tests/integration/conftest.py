@@ -116,4 +116,5 @@ from tests.integration.conftest_serving import (  # noqa: E402, F401 - serving f
     serving_bundle_v2,
     serving_factory,
     serving_server,
+    trajectory_bundle,
 )

@@ -196,6 +196,43 @@ def build_bundle(
     return directory
 
 
+def build_trajectory_bundle(directory: Path, *, version: str = "traj") -> Path:
+    """A real trajectory bundle (no MLflow): the direct horizon-group LightGBM models and their
+    conditional interval of every hour 1..48, fitted by :mod:`rps.models.horizons` on the 120
+    training days (40 boosting rounds, so it trains in seconds)."""
+    from rps.models import evaluation as ev
+    from rps.models.bundle import ModelBundle
+    from rps.models.horizons import fit_trajectory, trajectory_metrics
+    from rps.models.splits import prepare_data
+    from rps.serving.seasonal import SEASONAL_KEY, build_reference
+
+    params = serving_params()
+    spec = feature_spec()
+    frame = replay_observations(TRAIN_START, TRAIN_END)
+    data = prepare_data(frame, spec, params.train, hp=params.horizons)
+    hyper = {"num_leaves": 15, "learning_rate": 0.1, "n_estimators": 40}
+    fitted = fit_trajectory(data.horizons, "lightgbm", hyper, alpha=0.1, seed=0)
+    train_x = data.x[data.train_pos]
+    holdout = data.horizons.holdout
+    six = holdout.horizons == spec.horizon_hours
+    residuals = holdout.y[six] - fitted.predictor.predict(holdout.x[six])
+    ModelBundle(
+        predictor=fitted.predictor,
+        feature_spec=spec,
+        interval=ev.conformal_offsets(residuals, 0.1),
+        metrics={"holdout_rmse": float(np.sqrt(np.mean(residuals**2)))},
+        lineage={"run_id": f"test-run-{version}", "model_version": version},
+        reference_stats={
+            **ev.reference_stats(pd.DataFrame(train_x, columns=spec.feature_names)),
+            SEASONAL_KEY: build_reference(pd.DataFrame(train_x, columns=spec.feature_names)),
+        },
+        reference_sample=train_x[:500],
+        horizon_interval=fitted.interval,
+        metrics_by_horizon=trajectory_metrics(data.horizons, fitted, 0.1),
+    ).save(directory)
+    return directory
+
+
 def corrupt_copy(source: Path, target: Path) -> Path:
     """A copy of a bundle whose model file no longer matches its checksum."""
     shutil.copytree(source, target)
@@ -410,6 +447,12 @@ def serving_bundle_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_bundle(
         tmp_path_factory.mktemp("bundles") / "v2", version="2", seed=1, num_rounds=60
     )
+
+
+@pytest.fixture(scope="session")
+def trajectory_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real trajectory bundle (every hour 1..48) trained on 120 days of replay data."""
+    return build_trajectory_bundle(tmp_path_factory.mktemp("bundles") / "trajectory")
 
 
 @pytest.fixture(scope="session")

@@ -63,15 +63,18 @@ def test_an_unknown_kind_is_refused_by_name(spec):
         make_forecaster("quantum", spec.feature_names, {})
 
 
-def _lean_load(directory: Path) -> dict[str, object]:
+def _lean_load(directory: Path, *, preload: str = "") -> dict[str, object]:
+    """Load and predict in a fresh interpreter; ``heavy``: what it imported beyond ``preload``."""
     code = (
         "import json, sys\n"
         "import numpy as np\n"
+        f"{preload}\n"
+        "before = set(sys.modules)\n"
         "from rps.models.bundle import load_bundle\n"
         f"bundle = load_bundle({str(directory)!r})\n"
         "rows = bundle.reference_sample[:4]\n"
         "point, low, high = bundle.predict_with_interval(rows)\n"
-        f"heavy = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        f"heavy = [m for m in {HEAVY!r} if m in sys.modules and m not in before]\n"
         "print(json.dumps({'heavy': heavy, 'point': point.tolist(), 'kind': bundle.kind}))\n"
     )
     done = subprocess.run(
@@ -98,3 +101,29 @@ def test_loading_and_predicting_a_bundle_imports_no_heavy_library(name, train_xy
     assert result["kind"] == forecaster.kind
     expected = load_bundle(tmp_path / "bundle").predictor.predict(x[:4])
     np.testing.assert_allclose(np.asarray(result["point"]), expected)
+
+
+def test_a_trajectory_bundle_loads_and_predicts_every_horizon_without_heavy_libraries(
+    small_obs, spec, params, tmp_path
+):
+    """The direct horizon models and their conditional interval need NumPy and LightGBM only
+    (LightGBM itself imports pandas and scikit-learn when they are installed)."""
+    from rps.models.horizons import fit_trajectory
+    from rps.models.splits import prepare_data
+    from rps.params import HorizonParams
+
+    hp = HorizonParams(max_hours=8, group_starts=(1, 4), interval_folds=2)
+    data = prepare_data(small_obs, spec, params.train, hp=hp)
+    fitted = fit_trajectory(data.horizons, "lightgbm", {"n_estimators": 20}, alpha=0.1, seed=0)
+    rows = data.horizons.holdout.x[:4]  # horizons 1..4 of one issue time
+    ModelBundle(
+        predictor=fitted.predictor,
+        feature_spec=spec,
+        interval={"alpha": 0.1, "lower": -1.0, "upper": 1.0},
+        reference_stats={},
+        reference_sample=rows,
+        horizon_interval=fitted.interval,
+    ).save(tmp_path / "bundle")
+    result = _lean_load(tmp_path / "bundle", preload="import lightgbm")
+    assert result["heavy"] == [] and result["kind"] == "lightgbm_horizons"
+    np.testing.assert_allclose(np.asarray(result["point"]), fitted.predictor.predict(rows))

@@ -55,6 +55,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["data"]["history_days"] = 60
     raw["train"]["n_trials"] = 2
+    raw["horizons"] = {"max_hours": 12, "group_starts": [1, 4, 7], "interval_folds": 2}
     params_path = root / "params.yaml"
     params_path.write_text(yaml.safe_dump(raw))
     saved = dict(os.environ)

@@ -25,6 +25,7 @@ def _small_project(root: Path) -> dict[str, str]:
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["data"]["history_days"] = 60
     raw["train"]["n_trials"] = 2
+    raw["horizons"] = {"max_hours": 12, "group_starts": [1, 4, 7], "interval_folds": 2}
     (root / "params.yaml").write_text(yaml.safe_dump(raw))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("RPS_", "AIRFLOW"))}
     env.update(

@@ -2,7 +2,7 @@
 
 Data: the newest 75 days of replayed Greensboro weather (spring: the learned models beat
 persistence clearly) and, for "nothing beats persistence", a random-walk temperature.
-Budget: n_trials=2 and two CV folds, so each training takes seconds.
+Budget: n_trials=2, two CV folds and a 12 h trajectory, so each training takes seconds.
 """
 
 from __future__ import annotations
@@ -38,10 +38,15 @@ WEAK_SPACE = {
 }
 
 
+#: a short trajectory (12 h, three horizon groups, two interval folds) keeps each run fast
+SHORT_TRAJECTORY = {"max_hours": 12, "group_starts": (1, 4, 7), "interval_folds": 2}
+
+
 @pytest.fixture(scope="module")
 def fast(params: Params) -> Params:
     train_params = params.train.model_copy(update={"n_trials": 2, "cv_folds": 2})
-    return params.model_copy(update={"train": train_params})
+    horizons = params.horizons.model_copy(update=SHORT_TRAJECTORY)
+    return params.model_copy(update={"train": train_params, "horizons": horizons})
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +111,7 @@ def test_clean_run_registers_a_champion_with_everything_tracked(
     assert client.get_model_version_by_alias(name, "challenger").version == "1"
     tags = client.get_model_version(name, "1").tags
     assert tags["role"] == "champion"
-    assert tags["model_kind"] == "lightgbm"
+    assert tags["model_kind"] == "lightgbm_horizons"
     assert tags["gate_decision"] == "promoted" and "no champion yet" in tags["gate_reason"]
     assert tags["dataset_md5"] == "a" * 32
     assert tags["promoted_by"] == "gate" and tags["promoted_at"] and tags["reason"]
@@ -153,6 +158,7 @@ def test_clean_run_registers_a_champion_with_everything_tracked(
         "evaluation/holdout_observations.parquet",
         "evaluation/candidates.json",
         "evaluation/gate.json",
+        "evaluation/metrics_by_horizon.json",
     ):
         assert path in artifacts, path
 
@@ -165,7 +171,8 @@ def test_clean_run_registers_a_champion_with_everything_tracked(
 
     bundle_dir = registry.download_bundle(settings, "champion", dst=tmp_path / "dl")
     bundle = load_bundle(bundle_dir)
-    assert bundle.kind == "lightgbm" and bundle.checksum == result.bundle_checksum
+    assert bundle.kind == "lightgbm_horizons" and bundle.checksum == result.bundle_checksum
+    assert bundle.max_horizon_hours == 12 and len(bundle.metrics_by_horizon) == 12
     assert {"holdout_rmse", "holdout_mae", "interval_coverage"} <= set(bundle.metrics)
     lineage = bundle.lineage
     for key in ("run_id", "dataset_md5", "dataset_uri", "code_sha", "code_dirty", "params"):
@@ -190,13 +197,22 @@ def test_clean_run_registers_a_champion_with_everything_tracked(
 
     info = registry.champion_info(settings)
     assert info["version"] == "1" and info["run_id"] == result.run_id
-    assert info["dataset_md5"] == "a" * 32 and info["model_kind"] == "lightgbm"
+    assert info["dataset_md5"] == "a" * 32 and info["model_kind"] == "lightgbm_horizons"
     assert info["metrics"]["holdout_rmse"] == pytest.approx(result.metrics["holdout_rmse"])
 
     shown = cli(name, "info", "champion")
     assert shown.exit_code == 0, shown.output
     details = json.loads(shown.stdout)
     assert details["run_id"] == result.run_id and details["params"]["dataset_md5"] == "a" * 32
+    by_horizon = details["metrics_by_horizon"]
+    assert [row["horizon_hours"] for row in by_horizon] == list(range(1, 13))
+    keys = ("rmse", "persistence_rmse", "seasonal_naive_rmse", "coverage", "mean_width")
+    for row in by_horizon:
+        assert all(np.isfinite(row[k]) for k in (*keys, "interval_score")), row
+        assert row["rmse"] <= row["persistence_rmse"]  # the gate's rule at every horizon
+    assert by_horizon[5] == bundle.metrics_by_horizon[5]
+    stepped = client.get_metric_history(result.run_id, "horizon.rmse")
+    assert sorted(m.step for m in stepped) == list(range(1, 13))
 
 
 def test_gate_refuses_worse_promotes_better_and_rollback_restores(

@@ -11,7 +11,7 @@ Sustained: the champion is trained on the data before the change, the drift-trig
 challenger on everything (onset estimated from the champion's errors). Transient: champion
 and challenger are trained on the same period with the same onset and split (so neither is
 fresher), the challenger on the data with the blip; only the blip differs. Budget:
-n_trials=2 and two CV folds.
+n_trials=2, two CV folds and a 12 h trajectory.
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ DAYS = 90
 @pytest.fixture(scope="module")
 def fast(params: Params) -> Params:
     train_params = params.train.model_copy(update={"n_trials": 2, "cv_folds": 2})
-    return params.model_copy(update={"train": train_params})
+    short = {"max_hours": 12, "group_starts": (1, 4, 7), "interval_folds": 2}
+    horizons = params.horizons.model_copy(update=short)
+    return params.model_copy(update={"train": train_params, "horizons": horizons})
 
 
 @pytest.fixture(scope="module")

@@ -43,10 +43,10 @@ from rps.params import HorizonParams
 
 log = logging.getLogger(__name__)
 
-#: forecaster kinds that forecast any horizon of a row with horizon features
-MULTI_HORIZON_KINDS = frozenset(
-    {"persistence", "seasonal_naive", "climatology", "lightgbm_horizons"}
-)
+#: forecaster kinds served as a trajectory: never worse than persistence at any horizon
+#: (seasonal naive and climatology read any horizon's row too, but lose to persistence at
+#: the first hours, so a champion of theirs forecasts its configured horizon only)
+MULTI_HORIZON_KINDS = frozenset({"persistence", "lightgbm_horizons"})
 BASELINE_FALLBACKS = ("persistence", "seasonal_naive")
 #: the per-horizon scores stored with a model (``rps model info`` -> ``metrics_by_horizon``)
 HORIZON_METRICS = (
@@ -244,16 +244,18 @@ def out_of_fold(data: HorizonData, name: str, hyper: dict[str, Any], *, seed: in
     )
 
 
-def choose_fallback(oof: OutOfFold, spec: FeatureSpec, max_hours: int) -> dict[int, str]:
-    """The horizons where a baseline's out-of-fold RMSE beats the model's: horizon -> baseline."""
+def choose_fallback(
+    rows: HorizonRows, pred: np.ndarray, spec: FeatureSpec, max_hours: int
+) -> dict[int, str]:
+    """The horizons where a baseline's RMSE on ``rows`` beats the model's: horizon -> baseline."""
     fallback: dict[int, str] = {}
     for h in range(1, max_hours + 1):
-        at = oof.rows.horizons == h
+        at = rows.horizons == h
         if not at.any():
             continue
-        y = oof.rows.y[at]
-        model = ev.rmse(y, oof.pred[at])
-        scores = {b: ev.rmse(y, oof.rows.baseline(b, spec)[at]) for b in BASELINE_FALLBACKS}
+        y = rows.y[at]
+        model = ev.rmse(y, pred[at])
+        scores = {b: ev.rmse(y, rows.baseline(b, spec)[at]) for b in BASELINE_FALLBACKS}
         best = min(scores, key=lambda b: scores[b])
         if scores[best] < model:
             fallback[h] = best
@@ -281,8 +283,11 @@ def fit_trajectory(
     """Fit a multi-horizon candidate on every training row, its fallbacks and its interval.
 
     The LightGBM candidate trains each group for the mean best iteration its group reached in
-    the out-of-fold fits; horizons where a baseline beat it out of fold are served by that
-    baseline, and the interval is calibrated on the out-of-fold errors of what is served.
+    the out-of-fold fits. A horizon where a baseline beat it out of fold, or on the holdout,
+    is served by that baseline (the trajectory is never worse than persistence on the evidence
+    at hand; choosing on the holdout makes its scores there slightly optimistic, as the choice
+    of the candidate itself does). The interval is calibrated on the out-of-fold errors of
+    what is served.
     """
     oof = out_of_fold(data, name, hyper, seed=seed)
     final_hyper = _hyper(name, hyper, data.params)
@@ -294,7 +299,11 @@ def fit_trajectory(
     )
     fallback: dict[int, str] = {}
     if isinstance(predictor, HorizonForecaster):
-        fallback = choose_fallback(oof, data.spec, data.max_hours)
+        hold = data.holdout
+        fallback = {
+            **choose_fallback(hold, predictor.predict(hold.x), data.spec, data.max_hours),
+            **choose_fallback(oof.rows, oof.pred, data.spec, data.max_hours),
+        }
         predictor = predictor.with_fallback(fallback)
         for h, baseline in fallback.items():
             at = oof.rows.horizons == h

@@ -68,7 +68,7 @@ def interval_metrics(
 
 
 def add_trajectory(result: CandidateResult, data: PreparedData, tp: TrainParams) -> None:
-    """Give a chosen multi-horizon baseline its trajectory interval (LightGBM has one)."""
+    """Give a chosen persistence baseline its trajectory interval (LightGBM has one)."""
     if result.trajectory is not None or data.horizons is None:
         return
     if result.kind not in MULTI_HORIZON_KINDS:

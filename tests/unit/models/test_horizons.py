@@ -14,9 +14,9 @@ from rps.models import evaluation as ev
 from rps.models.bundle import ModelBundle, load_bundle
 from rps.models.candidates import fit_candidate
 from rps.models.forecasters import ForecasterError, HorizonForecaster
+from rps.models.gate import check_horizons
 from rps.models.horizons import (
     HorizonRows,
-    OutOfFold,
     choose_fallback,
     fit_trajectory,
     metrics_by_horizon,
@@ -74,18 +74,17 @@ def test_each_row_goes_to_the_model_of_its_horizon_group(data, spec):
         model.predict(beyond)
 
 
-def test_a_baseline_serves_the_horizons_where_it_beat_the_model_out_of_fold(data, spec):
+def test_a_baseline_serves_the_horizons_where_it_beat_the_model(data, spec):
     rows = data.horizons.holdout.take(np.arange(600))
     persistence = rows.baseline("persistence", spec)
     good = rows.y + 0.1
     pred = np.where(rows.horizons == 2, persistence + 50.0, good)  # hopeless at +2 h only
-    oof = OutOfFold(rows, pred, np.zeros(len(rows.y), dtype=int), {})
     at = rows.horizons == 2
     errors = {
         b: ev.rmse(rows.y[at], rows.baseline(b, spec)[at])
         for b in ("persistence", "seasonal_naive")
     }
-    assert choose_fallback(oof, spec, 12) == {2: min(errors, key=lambda b: errors[b])}
+    assert choose_fallback(rows, pred, spec, 12) == {2: min(errors, key=lambda b: errors[b])}
 
 
 def test_the_fitted_trajectory_serves_its_fallbacks_and_round_trips_in_a_bundle(
@@ -134,6 +133,7 @@ def test_metrics_by_horizon_score_the_trajectory_against_both_baselines(trajecto
     lower, upper = trajectory.interval.bounds(rows.x, pred, spec.feature_names)
     scores = metrics_by_horizon(rows, pred, lower, upper, spec, alpha=0.1)
     assert [int(s["horizon_hours"]) for s in scores] == list(range(1, 13))
+    assert check_horizons(scores) is None  # a baseline serves where the model lost
     six = scores[5]
     at = rows.horizons == 6
     assert six["rmse"] == pytest.approx(ev.rmse(rows.y[at], pred[at]))

@@ -403,7 +403,7 @@ async def _exchange(conn: tuple[asyncio.StreamReader, asyncio.StreamWriter], req
 
 async def _open_loop(
     url: str,
-    body: dict[str, Any],
+    body: dict[str, Any] | None,
     *,
     rate: float,
     duration: float,
@@ -411,11 +411,15 @@ async def _open_loop(
     timeout: float,
 ) -> dict[str, float]:
     parsed = httpx.URL(url)
-    payload = json.dumps(body).encode()
-    request = (
-        f"POST {parsed.raw_path.decode()} HTTP/1.1\r\nHost: {parsed.host}:{parsed.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
-    ).encode() + payload
+    head = f"HTTP/1.1\r\nHost: {parsed.host}:{parsed.port}\r\n"
+    if body is None:  # GET
+        request = f"GET {parsed.raw_path.decode()} {head}\r\n".encode()
+    else:
+        payload = json.dumps(body).encode()
+        request = (
+            f"POST {parsed.raw_path.decode()} {head}"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+        ).encode() + payload
     pool = _Connections(parsed.host, int(parsed.port or 80), connections)
     clock = time.perf_counter  # uvloop's loop.time() has millisecond resolution
     latencies: list[float] = []
@@ -473,9 +477,11 @@ async def _open_loop(
 
 
 def open_loop(
-    url: str, body: dict[str, Any], *, rate: float, duration: float, connections: int = 64
+    url: str, body: dict[str, Any] | None, *, rate: float, duration: float, connections: int = 64
 ) -> dict[str, float]:
     """Open-loop load at a fixed rate over keep-alive connections (asyncio streams, uvloop).
+
+    ``body`` None sends GET requests (``url`` with its query), else POSTs the body as JSON.
 
     Each request is due at ``start + i / rate`` whether or not earlier ones finished; its latency
     counts from that due time, so time spent waiting for a free connection (the server's

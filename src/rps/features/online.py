@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 _HOUR_NS = 3_600_000_000_000
 
 
-def _scalar_time_features(issue_time: Any, horizon_hours: int) -> list[float]:
-    """The offline time features for one timestamp, without building a DatetimeIndex."""
+def _time_features(issue_time: Any, horizons: np.ndarray) -> np.ndarray:
+    """The offline time features of the target times ``issue_time + horizons`` (UTC), as a
+    ``(len(horizons), 7)`` array, without building a DatetimeIndex."""
     if isinstance(issue_time, datetime):
         ts = issue_time
     else:
@@ -36,18 +37,23 @@ def _scalar_time_features(issue_time: Any, horizon_hours: int) -> list[float]:
         ts = pd.Timestamp(issue_time).to_pydatetime()
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    target = (ts + timedelta(hours=horizon_hours)).astimezone(UTC)
-    hour = float(target.hour)
-    doy = float(target.timetuple().tm_yday)
-    return [
-        hour,
-        float(target.weekday()),
-        float(target.month),
-        math.sin(2 * math.pi * hour / 24),
-        math.cos(2 * math.pi * hour / 24),
-        math.sin(2 * math.pi * doy / 365.25),
-        math.cos(2 * math.pi * doy / 365.25),
-    ]
+    seconds = math.floor(ts.timestamp()) + 3600 * np.asarray(horizons, dtype=np.int64)
+    day = np.floor_divide(seconds, 86_400)
+    hour = (np.floor_divide(seconds, 3600) % 24).astype(float)
+    dates = day.astype("datetime64[D]")
+    month = dates.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    doy = (dates - dates.astype("datetime64[Y]")).astype(np.int64) + 1.0
+    return np.column_stack(
+        [
+            hour,
+            ((day + 3) % 7).astype(float),  # 1970-01-01 was a Thursday (Monday = 0)
+            month.astype(float),
+            np.sin(2 * np.pi * hour / 24),
+            np.cos(2 * np.pi * hour / 24),
+            np.sin(2 * np.pi * doy / 365.25),
+            np.cos(2 * np.pi * doy / 365.25),
+        ]
+    )
 
 
 def _wind_components(speed: np.ndarray, direction_deg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +63,7 @@ def _wind_components(speed: np.ndarray, direction_deg: np.ndarray) -> tuple[np.n
 
 
 def build_feature_row(
-    window: pd.DataFrame | np.ndarray, spec: FeatureSpec, *, issue_time: pd.Timestamp | None = None
+    window: pd.DataFrame | np.ndarray, spec: FeatureSpec, *, issue_time: datetime | None = None
 ) -> np.ndarray:
     """The feature row for the newest hour of a window of recent observations (online path).
 
@@ -85,7 +91,7 @@ def build_horizon_rows(
     spec: FeatureSpec,
     horizons: Sequence[int],
     *,
-    issue_time: pd.Timestamp | None = None,
+    issue_time: datetime | None = None,
 ) -> np.ndarray:
     """The feature rows of the newest hour for several lead times (a forecast trajectory).
 
@@ -111,25 +117,26 @@ def build_horizon_rows(
             f"this feature spec forecasts +{spec.horizon_hours} h only (no horizon features)"
         )
     base = _issue_features(values, spec)
-    target = values[:, spec.variables.index(spec.target)]
-    change_rms = _change_rms(target) if spec.horizon_features else math.nan
-    out = np.empty((len(horizons), len(spec.feature_names)))
-    for i, horizon in enumerate(horizons):
-        row = base + _scalar_time_features(issue_time, int(horizon))
-        if spec.horizon_features:
-            row += [float(horizon), *_same_hour(target, int(horizon)), change_rms]
-        out[i] = row
+    hours = np.asarray(horizons, dtype=np.int64)
+    out = np.empty((len(hours), len(spec.feature_names)))
+    out[:, : len(base)] = base
+    out[:, len(base) : len(base) + 7] = _time_features(issue_time, hours)
+    if spec.horizon_features:
+        target = values[:, spec.variables.index(spec.target)]
+        lag = (-hours) % 24
+        out[:, len(base) + 7 :] = np.column_stack(
+            [
+                hours.astype(float),
+                target[-1 - lag],
+                target[-25 - lag],
+                np.full(len(hours), _change_rms(target)),
+            ]
+        )
     if np.isnan(out).any():
         holed = np.flatnonzero(np.isnan(out).any(axis=0))
         bad = [spec.feature_names[j] for j in holed]
         raise FeatureError(f"observation window holds NaN needed by features {bad[:5]}")
     return out
-
-
-def _same_hour(target: np.ndarray, horizon: int) -> tuple[float, float]:
-    """The target at the target time's hour of day: the newest such hour and the day before."""
-    lag = (-horizon) % 24
-    return float(target[-1 - lag]), float(target[-25 - lag])
 
 
 def _change_rms(target: np.ndarray) -> float:

@@ -403,6 +403,11 @@ class HorizonForecaster(_JsonForecaster):
         self.max_horizon = int(self.params[MAX_HORIZON])
         self.boosters = dict(boosters or {})
         self.fallback = {int(h): str(b) for h, b in self.params.get("fallback", {}).items()}
+        # served by a baseline, by horizon (index 0 unused): 1 persistence, 2 seasonal naive
+        self._baseline_of = np.zeros(self.max_horizon + 1, dtype=np.int8)
+        for horizon, baseline in self.fallback.items():
+            seasonal = baseline == "seasonal_naive" and self._same_hour_col is not None
+            self._baseline_of[horizon] = 2 if seasonal else 1
 
     @classmethod
     def fit(
@@ -465,20 +470,18 @@ class HorizonForecaster(_JsonForecaster):
         if horizons.size and (horizons.min() < 1 or horizons.max() > self.max_horizon):
             raise ForecasterError(f"this model forecasts horizons 1..{self.max_horizon} h")
         now = x[:, self._target_col]
-        out = now.copy()
+        out = now.copy()  # persistence, kept where it serves
+        baseline = self._baseline_of[horizons]
+        if self._same_hour_col is not None:
+            out[baseline == 2] = x[baseline == 2, self._same_hour_col]
+        learned = baseline == 0
         group = _group_index(self.starts.tolist(), horizons)
-        for g in np.unique(group):
+        for g in np.unique(group[learned]):
             booster = self.boosters.get(int(self.starts[g]))
             if booster is None:
                 raise ForecasterError(f"no model for the horizons from {self.starts[g]} h")
-            keep = group == g
+            keep = learned & (group == g)
             out[keep] += booster.predict(x[keep], num_threads=1)
-        for horizon, baseline in self.fallback.items():
-            keep = horizons == horizon
-            if baseline == "seasonal_naive" and self._same_hour_col is not None:
-                out[keep] = x[keep, self._same_hour_col]
-            else:
-                out[keep] = now[keep]
         return out
 
     def importance(self) -> np.ndarray:

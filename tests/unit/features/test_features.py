@@ -145,3 +145,19 @@ def test_a_spec_without_horizon_features_keeps_its_columns_and_refuses_other_hor
         build_horizon_rows(window, old, [1, 2])
     with pytest.raises(FeatureError, match="horizon_features"):
         build_horizon_features(observations, old, pd.DatetimeIndex([window["time"].iloc[-1]]), [1])
+
+
+@pytest.mark.parametrize(
+    "issue", ["2023-12-31T22:00:00+00:00", "2024-02-28T05:00:00+00:00", "2025-03-01T23:00:00"]
+)
+def test_online_calendar_features_equal_pandas_across_year_ends_and_leap_days(issue):
+    """The online target-time calendar (NumPy) equals the offline one (pandas) at every horizon."""
+    from rps.features.build import _time_features as offline_time
+    from rps.features.online import _time_features as online_time
+
+    horizons = np.arange(1, 49)
+    start = pd.Timestamp(issue)
+    start = start.tz_localize("UTC") if start.tzinfo is None else start
+    offline = offline_time(start + pd.to_timedelta(horizons, unit="h"))
+    online = online_time(pd.Timestamp(issue).to_pydatetime(), horizons)
+    np.testing.assert_allclose(online, np.column_stack(list(offline.values())), atol=1e-12)

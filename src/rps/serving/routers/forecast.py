@@ -27,7 +27,7 @@ router = APIRouter(tags=["predictions"])
 @router.get(
     "/forecast",
     response_model=ForecastResponse,
-    responses=errors(422, 503),
+    responses=errors(503),  # 422: FastAPI's validation error, also for hours beyond the model
     summary="Forecast (and the trajectory) from the newest stored observations",
 )
 async def forecast(

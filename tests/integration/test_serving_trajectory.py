@@ -86,9 +86,7 @@ def test_predict_takes_horizon_hours_and_old_requests_are_unchanged(
     ahead = client.post("/predict", json={**window, "horizon_hours": 24}).json()
     assert ahead["horizon_hours"] == 24
     item = ahead["predictions"][0]
-    assert (item["prediction"], item["lower"], item["upper"]) == (
-        trajectory[23]["prediction"],
-        trajectory[23]["lower"],
-        trajectory[23]["upper"],
-    )
+    expected = [trajectory[23][k] for k in ("prediction", "lower", "upper")]
+    # one row against a batch of 25: the interval's matrix product may differ in the last bit
+    assert [item[k] for k in ("prediction", "lower", "upper")] == pytest.approx(expected, rel=1e-12)
     assert client.post("/predict", json={**window, "horizon_hours": 49}).status_code == 422

@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import pandas as pd
 from bench_serving import _time_per_call, open_loop, start_rps  # bench/ is on sys.path
-from benchmarks_doc import write_section
+from benchmarks_doc import publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
@@ -134,10 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|",
         *[f"| {name} | {us:.0f} us |" for name, us in steps.items()],
     ]
-    markdown = "\n".join(lines)
-    print(markdown)
-    if not args.no_write:
-        write_section(SECTION, markdown)
+    publish(SECTION, lines, write=not args.no_write)
     return 0
 
 

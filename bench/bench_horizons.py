@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from benchmarks_doc import BENCHMARKS, write_section  # bench/ is on sys.path
+from benchmarks_doc import publish  # bench/ is on sys.path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## Forecast trajectory"
@@ -422,11 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *quarter_lines,
     ]
-    markdown = "\n".join(lines)
-    print(markdown)
-    if not args.no_write:
-        write_section(SECTION, markdown)
-        log.info("wrote %s", BENCHMARKS)
+    publish(SECTION, lines, write=not args.no_write)
     return 0
 
 

@@ -19,3 +19,14 @@ def write_section(heading: str, markdown: str, path: Path = BENCHMARKS) -> None:
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text.rstrip() + "\n", encoding="utf-8")
+
+
+def publish(heading: str, lines: list[str], *, write: bool) -> str:
+    """Print a benchmark's section (``lines`` start with ``heading``) and, with ``write``,
+    put it into docs/BENCHMARKS.md; returns the Markdown."""
+    markdown = "\n".join(lines)
+    print(markdown)
+    if write:
+        write_section(heading, markdown)
+        print(f"(wrote {BENCHMARKS})")
+    return markdown

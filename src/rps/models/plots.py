@@ -100,3 +100,66 @@ def feature_importance(
     ax.barh([names[i] for i in order], values[order], color="seagreen")
     ax.set_title(title)
     return _save(fig, path)
+
+
+def skill_by_horizon(path: Path, metrics_by_horizon: Sequence[Mapping[str, float]]) -> Path:
+    """Holdout RMSE by horizon: the model against persistence and seasonal naive."""
+    plt = _pyplot()
+    hours = [int(m["horizon_hours"]) for m in metrics_by_horizon]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for key, label in (
+        ("rmse", "model"),
+        ("persistence_rmse", "persistence"),
+        ("seasonal_naive_rmse", "seasonal naive"),
+    ):
+        ax.plot(hours, [m[key] for m in metrics_by_horizon], marker=".", label=label)
+    ax.set_xlabel("horizon (h)")
+    ax.set_ylabel("holdout RMSE")
+    ax.set_title("Skill by horizon")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def coverage_by_horizon(
+    path: Path, metrics_by_horizon: Sequence[Mapping[str, float]], *, alpha: float
+) -> Path:
+    """Holdout coverage of the interval by horizon (target ``1 - alpha``) and its mean width."""
+    plt = _pyplot()
+    hours = [int(m["horizon_hours"]) for m in metrics_by_horizon]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(hours, [m["coverage"] for m in metrics_by_horizon], marker=".", label="coverage")
+    ax.axhline(1 - alpha, color="red", linestyle="--", linewidth=1, label=f"{1 - alpha:.0%}")
+    ax.set_ylim(0.5, 1.0)
+    ax.set_xlabel("horizon (h)")
+    ax.set_ylabel("holdout coverage")
+    width = ax.twinx()
+    width.plot(
+        hours, [m["mean_width"] for m in metrics_by_horizon], color="grey", label="mean width"
+    )
+    width.set_ylabel("mean width")
+    ax.set_title("Interval coverage by horizon")
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def fan_chart(
+    path: Path,
+    target_times: pd.DatetimeIndex,
+    *,
+    prediction: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    actual: np.ndarray,
+    title: str,
+) -> Path:
+    """One trajectory with its interval band against what happened."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.fill_between(target_times, lower, upper, alpha=0.25, label="interval")
+    ax.plot(target_times, prediction, linewidth=1.2, label="forecast")
+    ax.plot(target_times, actual, color="black", linewidth=1.0, label="actual")
+    ax.set_title(title)
+    ax.set_ylabel("target")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.autofmt_xdate()
+    return _save(fig, path)

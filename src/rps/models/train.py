@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from rps.features.build import FeatureSpec
@@ -49,7 +50,7 @@ from rps.models.errors import (
     LeakageError,
     TrainingError,
 )
-from rps.models.horizons import HORIZON_METRICS, trajectory_metrics
+from rps.models.horizons import HORIZON_METRICS, HorizonData, TrajectoryFit, trajectory_metrics
 from rps.models.registry import METRICS_BY_HORIZON
 from rps.models.selection import add_trajectory, choose_candidate, fit_candidates
 from rps.models.splits import prepare_data
@@ -113,15 +114,42 @@ class TrainResult(_RunOutcome):
         return asdict(self)
 
 
-def _log_horizon_metrics(by_horizon: list[dict[str, float]]) -> None:
+def _log_horizons(
+    data: HorizonData, trajectory: TrajectoryFit, by_horizon: list[dict[str, float]], alpha: float
+) -> None:
     """Per-horizon holdout scores: ``horizon.<name>`` metrics stepped by the horizon (the MLflow
-    UI draws them against the horizon) and ``evaluation/metrics_by_horizon.json``."""
+    UI draws them against the horizon), ``evaluation/metrics_by_horizon.json``, and the plots
+    ``plots/skill_by_horizon.png``, ``plots/coverage_by_horizon.png`` and ``plots/fan_chart.png``
+    (the newest holdout issue time with every horizon)."""
     import mlflow
+
+    from rps.models import plots
 
     for row in by_horizon:
         step = int(row["horizon_hours"])
         mlflow.log_metrics({f"horizon.{k}": row[k] for k in HORIZON_METRICS}, step=step)
     mlflow.log_dict({"metrics_by_horizon": by_horizon}, METRICS_BY_HORIZON)
+    rows = data.holdout
+    whole = rows.issue_times[rows.horizons == data.max_hours]
+    at = np.flatnonzero(rows.issue_times == whole[-1])
+    pred = trajectory.predictor.predict(rows.x[at])
+    lower, upper = trajectory.interval.bounds(rows.x[at], pred, data.spec.feature_names)
+    with tempfile.TemporaryDirectory(prefix="rps-horizon-plots-") as tmp:
+        folder = Path(tmp)
+        for path in (
+            plots.skill_by_horizon(folder / "skill_by_horizon.png", by_horizon),
+            plots.coverage_by_horizon(folder / "coverage_by_horizon.png", by_horizon, alpha=alpha),
+            plots.fan_chart(
+                folder / "fan_chart.png",
+                whole[-1] + pd.to_timedelta(rows.horizons[at], unit="h"),
+                prediction=pred,
+                lower=lower,
+                upper=upper,
+                actual=rows.y[at],
+                title=f"Holdout trajectory issued {whole[-1]:%Y-%m-%d %H:%M} UTC",
+            ),
+        ):
+            mlflow.log_artifact(str(path), "plots")
 
 
 def train_candidate(
@@ -274,7 +302,8 @@ def train_candidate(
         if chosen.trajectory is not None:
             bundle.horizon_interval = chosen.trajectory.interval
             bundle.metrics_by_horizon = by_horizon
-            _log_horizon_metrics(by_horizon)
+            assert data.horizons is not None  # a trajectory implies the stacked rows
+            _log_horizons(data.horizons, chosen.trajectory, by_horizon, params.train.interval_alpha)
         mark = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix="rps-train-") as tmp:
             root = Path(tmp)

@@ -14,7 +14,7 @@ from typing import Any, cast
 import numpy as np
 
 from rps.features.online import build_horizon_rows
-from rps.features.spec import FeatureError
+from rps.features.spec import HORIZON, FeatureError
 from rps.serving.errors import InputError, error_item
 from rps.serving.schemas import Observation
 from rps.serving.served import ServedModel
@@ -69,11 +69,17 @@ def rows_to_matrix(
             break
     if errors:
         raise InputError(errors[:MAX_ERRORS])
+    column = index.get(HORIZON)
+    if column is not None:
+        for i, lead in enumerate(matrix[:, column].tolist()):
+            if lead != int(lead):
+                raise InputError.at(["rows", i, HORIZON], "must be a whole number of hours")
+            check_horizon(model, int(lead), ["body", "rows", i, HORIZON])
     return matrix
 
 
 def check_horizon(
-    model: ServedModel, hours: int, loc: Sequence[str], *, trajectory: bool = False
+    model: ServedModel, hours: int, loc: Sequence[str | int], *, trajectory: bool = False
 ) -> None:
     """Refuse a lead time (``trajectory``: every hour 1..``hours``) the model does not forecast.
 

@@ -72,6 +72,16 @@ class PredictBody(TypedDict):
     predictions: list[PredictionItem]
 
 
+def _leads(model: ServedModel, matrix: np.ndarray, horizon_hours: int | None) -> np.ndarray:
+    """The lead time of each row: asked for, read from the rows' features, or the model's."""
+    if horizon_hours is not None:
+        return np.full(matrix.shape[0], horizon_hours)
+    column = model.feature_index.get(HORIZON)
+    if column is None:
+        return np.full(matrix.shape[0], model.horizon_hours)
+    return matrix[:, column].astype(int)
+
+
 class PredictionService:
     """Everything one worker needs to answer requests."""
 
@@ -201,7 +211,8 @@ class PredictionService:
         """Forecast rows, monitor them and log those with a known target time.
 
         Only forecasts at the model's ``horizon_hours`` feed the drift window and the
-        prediction log (live accuracy is judged against the holdout at that horizon).
+        prediction log (live accuracy is judged against the holdout at that horizon); a
+        feature row's lead time is its ``horizon_hours`` feature (trajectory models).
 
         Args:
             model: The model read once for this request.
@@ -232,8 +243,8 @@ class PredictionService:
         upper = forecast.upper.tolist()
         ood_rows: np.ndarray = np.asarray(forecast.ood.any(axis=1))
         names = model.feature_names
-        configured = horizon_hours in (None, model.horizon_hours)
-        horizon = timedelta(hours=model.horizon_hours if horizon_hours is None else horizon_hours)
+        leads = _leads(model, matrix, horizon_hours)
+        own = leads == model.horizon_hours
         items: list[PredictionItem] = []
         logged: list[LoggedPrediction] = []
         for i in range(n):
@@ -241,7 +252,7 @@ class PredictionService:
             issue = issue_times[i] if issue_times is not None else None
             if issue is not None and issue.tzinfo is None:
                 issue = issue.replace(tzinfo=UTC)
-            target_time = issue + horizon if issue is not None else None
+            target_time = issue + timedelta(hours=int(leads[i])) if issue is not None else None
             items.append(
                 {
                     "prediction": point[i],
@@ -252,7 +263,7 @@ class PredictionService:
                     "target_time": target_time,
                 }
             )
-            if configured and issue is not None and target_time is not None:
+            if own[i] and issue is not None and target_time is not None:
                 logged.append(
                     LoggedPrediction(
                         issue_time=epoch(issue),
@@ -263,7 +274,7 @@ class PredictionService:
                         upper=upper[i],
                     )
                 )
-        self._monitor(model, matrix, forecast, ood_rows, drift=configured)
+        self._monitor(model, matrix, forecast, ood_rows, own=own)
         if logged:
             self._log(logged)
         return items
@@ -275,7 +286,7 @@ class PredictionService:
         forecast: Forecast,
         ood_rows: np.ndarray,
         *,
-        drift: bool = True,
+        own: np.ndarray,
     ) -> None:
         metrics = self.metrics
         metrics.predictions.inc(matrix.shape[0])
@@ -288,8 +299,12 @@ class PredictionService:
             for width in widths.tolist():
                 metrics.prediction_confidence.observe(width)
         monitor = self.drift
-        if drift and monitor is not None and monitor.profile is model.profile:
-            snapshot = monitor.observe(matrix, ood_rows, forecast.point)
+        if own.any() and monitor is not None and monitor.profile is model.profile:
+            if not own.all():  # the drift window holds rows of the model's own horizon only
+                matrix, ood_rows, point = matrix[own], ood_rows[own], forecast.point[own]
+            else:
+                point = forecast.point
+            snapshot = monitor.observe(matrix, ood_rows, point)
             if snapshot is not None:
                 metrics.set_drift(snapshot)
 

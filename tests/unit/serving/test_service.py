@@ -230,3 +230,28 @@ def test_predict_horizon_hours_matches_the_offline_row_and_is_not_logged(
     rows = {"rows": [{"x": 1.0}], "horizon_hours": 3}
     refused = trajectory_client.post("/predict", json=rows)
     assert refused.status_code == 422 and "goes with 'observations'" in refused.text
+
+
+def test_feature_rows_carry_their_lead_time_and_a_wrong_one_is_refused(
+    client: TestClient, trajectory_client: TestClient
+) -> None:
+    """A row's horizon_hours feature: any served horizon for a trajectory model (its target
+    time follows), only the model's own for a single-horizon one; else a 422 naming it."""
+    names = trajectory_client.get("/model/info").json()["features"]
+    row = dict.fromkeys(names, 5.0)
+    issued = ["2024-03-01T00:00:00Z"]
+    for lead, status in ((24, 200), (49, 422), (2.5, 422)):
+        body = {"rows": [{**row, "horizon_hours": lead}], "issue_times": issued}
+        response = trajectory_client.post("/predict", json=body)
+        assert response.status_code == status, response.text
+    assert response.json()["detail"][0]["loc"] == ["body", "rows", 0, "horizon_hours"]
+    ahead = trajectory_client.post(
+        "/predict", json={"rows": [{**row, "horizon_hours": 24}], "issue_times": issued}
+    ).json()["predictions"][0]
+    assert pd.Timestamp(ahead["target_time"]) == pd.Timestamp("2024-03-02T00:00:00Z")
+    single = dict.fromkeys(client.get("/model/info").json()["features"], 5.0)
+    refused = client.post("/predict", json={"rows": [{**single, "horizon_hours": 12}]})
+    assert refused.status_code == 422 and "+6 h only" in refused.text
+    assert (
+        client.post("/predict", json={"rows": [{**single, "horizon_hours": 6}]}).status_code == 200
+    )

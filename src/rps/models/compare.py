@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rps.features.build import build_features
 from rps.files import write_atomic
 from rps.models import evaluation as ev
-from rps.models.bundle import load_bundle
+from rps.models.bundle import ModelBundle, load_bundle
 from rps.models.errors import RegistryError
 from rps.models.gate import (
     HOLDOUT_OBSERVATIONS,
@@ -53,18 +54,26 @@ class Comparison:
         return not self.decision.promote
 
 
+def _served_bounds(
+    bundle: ModelBundle, observations: pd.DataFrame, issue_times: pd.DatetimeIndex
+) -> tuple[np.ndarray, np.ndarray]:
+    """The interval a bundle serves at ``issue_times`` (its conditional one when it has it)."""
+    features = build_features(observations, bundle.feature_spec, with_target=False)
+    rows = features.reindex(issue_times)[bundle.feature_names].to_numpy(dtype=float)
+    _, lower, upper = bundle.predict_with_interval(rows)
+    return lower, upper
+
+
 def _scores(
     y: np.ndarray,
     pred: np.ndarray,
     y_now: np.ndarray,
     hours: np.ndarray,
-    interval: Mapping[str, float] | None,
+    bounds: tuple[np.ndarray, np.ndarray] | None,
 ) -> dict[str, float]:
     out = ev.point_metrics(y, pred, y_now)
-    if interval is not None:
-        out["interval_coverage"] = ev.interval_coverage(
-            y, pred + interval["lower"], pred + interval["upper"]
-        )
+    if bounds is not None:
+        out["interval_coverage"] = ev.interval_coverage(y, *bounds)
     for hour, value in ev.error_by_hour(y, pred, hours).items():
         out[f"rmse_hour_{hour:02d}"] = value
     return out
@@ -149,8 +158,12 @@ def compare_versions(
     cand_label = f"v{cand_mv.version} ({cand.kind})"
     other_label = f"v{against_mv.version} ({other.kind})"
     metrics = {
-        cand_label: _scores(y, cand_pred, y_now, hours, cand.interval),
-        other_label: _scores(y, other_pred, y_now, hours, other.interval),
+        cand_label: _scores(
+            y, cand_pred, y_now, hours, _served_bounds(cand, observations, issue_times)
+        ),
+        other_label: _scores(
+            y, other_pred, y_now, hours, _served_bounds(other, observations, issue_times)
+        ),
         "persistence": _scores(y, y_now, y_now, hours, None),
     }
     result = Comparison(

@@ -31,6 +31,7 @@ from rps.features.build import TARGET, build_horizon_features
 from rps.features.spec import HORIZON, SAME_HOUR, FeatureSpec
 from rps.models import evaluation as ev
 from rps.models.candidates import fit_candidate
+from rps.models.errors import InsufficientDataError
 from rps.models.forecasters import (
     GROUP_ROUNDS,
     GROUP_STARTS,
@@ -38,7 +39,7 @@ from rps.models.forecasters import (
     Forecaster,
     HorizonForecaster,
 )
-from rps.models.intervals import HorizonInterval, fit_horizon_interval
+from rps.models.intervals import HorizonInterval, IntervalError, fit_horizon_interval
 from rps.params import HorizonParams
 
 log = logging.getLogger(__name__)
@@ -230,6 +231,11 @@ def out_of_fold(data: HorizonData, name: str, hyper: dict[str, Any], *, seed: in
         parts.append(valid)
         preds.append(model.predict(valid.x))
         folds.append(np.full(len(valid.y), k))
+    if len(parts) < 2:
+        raise InsufficientDataError(
+            f"only {len(parts)} of {len(data.blocks)} interval folds have rows to forecast; "
+            "the trajectory's interval needs two (dataset too short for horizons.interval_folds)"
+        )
     rows = HorizonRows(
         np.vstack([p.x for p in parts]),
         np.concatenate([p.y for p in parts]),
@@ -310,14 +316,19 @@ def fit_trajectory(
             oof.pred[at] = oof.rows.baseline(baseline, data.spec)[at]
         if fallback:
             log.info("baselines serve horizons %s", fallback)
-    interval = fit_horizon_interval(
-        oof.rows.x,
-        oof.rows.y - oof.pred,
-        oof.fold,
-        data.spec,
-        alpha=alpha,
-        max_hours=data.max_hours,
-    )
+    try:
+        interval = fit_horizon_interval(
+            oof.rows.x,
+            oof.rows.y - oof.pred,
+            oof.fold,
+            data.spec,
+            alpha=alpha,
+            max_hours=data.max_hours,
+        )
+    except IntervalError as exc:
+        raise InsufficientDataError(
+            f"the trajectory's interval cannot be calibrated: {exc}"
+        ) from exc
     return TrajectoryFit(predictor, interval, fallback, oof)
 
 

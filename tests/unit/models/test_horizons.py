@@ -195,3 +195,12 @@ def test_horizon_rows_baselines_read_the_target_now_and_the_same_hour_a_day_befo
     assert rows.baseline("persistence", spec)[100] == series.loc[t]
     same_hour = t + pd.Timedelta(hours=h - 24 * int(np.ceil(h / 24)))
     assert rows.baseline("seasonal_naive", spec)[100] == series.loc[same_hour]
+
+
+def test_too_little_data_for_the_interval_is_a_named_training_error(small_obs, spec, params):
+    from rps.models.errors import InsufficientDataError
+
+    hp = HorizonParams(max_hours=12, group_starts=(1, 4), interval_folds=2)
+    data = prepare_data(small_obs.iloc[-30 * 24 :], spec, params.train, hp=hp)
+    with pytest.raises(InsufficientDataError, match="interval"):
+        fit_trajectory(data.horizons, "persistence", {}, alpha=0.002, seed=0)

@@ -32,10 +32,8 @@ from rps.serving.model_store import BundleCache, SharedModelState
 from rps.serving.predictor import Forecast, ModelManager, ServedModel
 from rps.serving.schemas import (
     FeedbackResponse,
-    ForecastResponse,
     ModelInfoResponse,
     Observation,
-    TrajectoryPoint,
 )
 from rps.serving.sources import model_source
 from rps.serving.stored import StoredObservations, StoredWindow
@@ -57,6 +55,39 @@ class PredictionItem(TypedDict):
     target_time: datetime | None
 
 
+class TrajectoryItem(TypedDict):
+    """One hour of a trajectory, shaped as :class:`~rps.serving.schemas.TrajectoryPoint`."""
+
+    horizon_hours: int
+    target_time: datetime
+    prediction: float
+    lower: float
+    upper: float
+
+
+class ForecastBody(TypedDict):
+    """The ``GET /forecast`` answer, shaped as :class:`~rps.serving.schemas.ForecastResponse`
+    (a TypedDict serialized with orjson, like :class:`PredictBody`: a 48 h trajectory is 48
+    nested objects)."""
+
+    location: str | None
+    latitude: float | None
+    longitude: float | None
+    model_name: str
+    model_version: str
+    target: str
+    issue_time: datetime | None
+    target_time: datetime | None
+    prediction: float
+    lower: float
+    upper: float
+    ood_features: list[str]
+    observations_file: str
+    horizon_hours: int
+    interval_alpha: float | None
+    trajectory: list[TrajectoryItem] | None
+
+
 class PredictBody(TypedDict):
     """The ``POST /predict`` answer, shaped as :class:`~rps.serving.schemas.PredictResponse`.
 
@@ -70,6 +101,14 @@ class PredictBody(TypedDict):
     horizon_hours: int
     interval_alpha: float | None
     predictions: list[PredictionItem]
+
+
+#: how many logged (issue time, target time, version) keys a worker remembers
+LOGGED_KEYS = 1024
+
+
+def _log_key(prediction: LoggedPrediction) -> tuple[int, int, str]:
+    return (prediction.issue_time, prediction.target_time, prediction.model_version)
 
 
 def _leads(model: ServedModel, matrix: np.ndarray, horizon_hours: int | None) -> np.ndarray:
@@ -120,6 +159,7 @@ class PredictionService:
             )
         )
         self.prediction_log: PredictionLog | None = None
+        self._logged_keys: dict[tuple[int, int, str], None] = {}  # insertion-ordered set
         self.drift: DriftMonitor | None = None
         self.stored = StoredObservations(settings.processed_dir)
         self.manager.on_swap.append(self._on_swap)
@@ -320,8 +360,17 @@ class PredictionService:
     def _log(self, logged: list[LoggedPrediction]) -> None:
         if self.prediction_log is None:
             return
+        # the log ignores repeats anyway: skip the write (a transaction) for forecasts this
+        # worker logged already, e.g. GET /forecast while no newer observations are stored
+        fresh = [p for p in logged if _log_key(p) not in self._logged_keys]
+        if not fresh:
+            return
         try:
-            self.prediction_log.log(logged)
+            self.prediction_log.log(fresh)
+            for p in fresh:
+                self._logged_keys[_log_key(p)] = None
+            while len(self._logged_keys) > LOGGED_KEYS:
+                del self._logged_keys[next(iter(self._logged_keys))]
         except Exception as exc:  # logging must never fail a prediction
             logger.warning("could not log %d predictions: %s", len(logged), exc)
 
@@ -347,7 +396,7 @@ class PredictionService:
         """
         return self.stored.window(model.bundle.feature_spec)
 
-    def forecast(self, model: ServedModel, hours: int | None = None) -> ForecastResponse:
+    def forecast(self, model: ServedModel, hours: int | None = None) -> ForecastBody:
         """The forecast for the newest stored observations (``hours``: and every hour 1..N).
 
         The forecast at the model's ``horizon_hours`` is logged and monitored as always; the
@@ -377,28 +426,28 @@ class PredictionService:
         except InputError as exc:
             raise UnavailableError(str(exc)) from exc
         location = self.location
-        return ForecastResponse(
-            location=location.name if location else None,
-            latitude=location.latitude if location else None,
-            longitude=location.longitude if location else None,
-            model_name=model.name,
-            model_version=model.version,
-            target=spec.target,
-            issue_time=item["issue_time"],
-            target_time=item["target_time"],
-            prediction=item["prediction"],
-            lower=item["lower"],
-            upper=item["upper"],
-            ood_features=item["ood_features"],
-            observations_file=str(window.path),
-            horizon_hours=spec.horizon_hours,
-            interval_alpha=model.bundle.interval.get("alpha"),
-            trajectory=None if hours is None else self._trajectory(model, rows[1:], issue),
-        )
+        return {
+            "location": location.name if location else None,
+            "latitude": location.latitude if location else None,
+            "longitude": location.longitude if location else None,
+            "model_name": model.name,
+            "model_version": model.version,
+            "target": spec.target,
+            "issue_time": item["issue_time"],
+            "target_time": item["target_time"],
+            "prediction": item["prediction"],
+            "lower": item["lower"],
+            "upper": item["upper"],
+            "ood_features": item["ood_features"],
+            "observations_file": str(window.path),
+            "horizon_hours": spec.horizon_hours,
+            "interval_alpha": model.bundle.interval.get("alpha"),
+            "trajectory": None if hours is None else self._trajectory(model, rows[1:], issue),
+        }
 
     def _trajectory(
         self, model: ServedModel, rows: np.ndarray, issue: datetime
-    ) -> list[TrajectoryPoint]:
+    ) -> list[TrajectoryItem]:
         """The points of a trajectory (counted in the prediction metrics, not logged)."""
         forecast = model.predict(rows)
         if not (np.isfinite(forecast.point).all() and np.isfinite(forecast.lower).all()):
@@ -406,13 +455,13 @@ class PredictionService:
         self.metrics.predictions.inc(len(rows))
         hours = rows[:, model.feature_index[HORIZON]].astype(int).tolist()
         return [
-            TrajectoryPoint(
-                horizon_hours=h,
-                target_time=issue + timedelta(hours=h),
-                prediction=p,
-                lower=lo,
-                upper=hi,
-            )
+            {
+                "horizon_hours": h,
+                "target_time": issue + timedelta(hours=h),
+                "prediction": p,
+                "lower": lo,
+                "upper": hi,
+            }
             for h, p, lo, hi in zip(
                 hours,
                 forecast.point.tolist(),

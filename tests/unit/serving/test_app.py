@@ -58,7 +58,7 @@ def test_a_linear_bundle_serves_in_process(no_token: TestClient, bundle_dir: Pat
     from rps.models.bundle import load_bundle
 
     names = load_bundle(bundle_dir).feature_names
-    row = dict.fromkeys(names, 10.0)
+    row = {**dict.fromkeys(names, 10.0), "horizon_hours": 6.0}  # the model's own lead time
     body = no_token.post("/predict", json={"rows": [row]}).json()
     assert body["model_version"] == "7"
     assert body["predictions"][0]["prediction"] == pytest.approx(20.5)
@@ -70,7 +70,7 @@ def test_a_non_finite_forecast_is_a_422(no_token: TestClient, bundle_dir: Path) 
     from rps.models.bundle import load_bundle
 
     names = load_bundle(bundle_dir).feature_names
-    fine = dict.fromkeys(names, 10.0)
+    fine = {**dict.fromkeys(names, 10.0), "horizon_hours": 6.0}
     huge = {**fine, names[0]: 1.7e308, names[1]: 1.7e308}
     response = no_token.post("/predict", json={"rows": [fine, huge]})
     assert response.status_code == 422

@@ -15,7 +15,7 @@ from rps.cli.common import (
     fail_on,
     load_config,
     output_to,
-    print_dag_result,
+    run_dag_with_summary,
 )
 
 
@@ -37,7 +37,6 @@ def run(
 ) -> None:
     """Run the DAG (data -> gate -> train -> gate -> champion), then serve and monitor it."""
     from rps.models.registry import ModelNotFoundError, champion_info
-    from rps.orchestration.local_run import DagLoadError, run_dag_locally
 
     settings, params = load_config()
     conf = {"reason": "rps run", "source": source or settings.source}
@@ -45,17 +44,7 @@ def run(
         f"running the Airflow DAG rps_pipeline in-process on {conf['source']} data "
         f"(AIRFLOW_HOME={settings.airflow_home_path})"
     )
-    log_file = settings.state_path / "logs" / "dag-runs.log"
-    with fail_on(DagLoadError, RuntimeError, OSError), output_to(log_file):
-        result = run_dag_locally(settings, conf=conf)
-    print_dag_result(result)
-    console.print(f"  task logs: {log_file}", markup=False)
-    if not result.succeeded:
-        err_console.print(
-            f"failed tasks: {', '.join(result.failed_tasks())}; see {settings.alert_log}",
-            markup=False,
-        )
-        raise typer.Exit(1)
+    run_dag_with_summary(settings, conf)
     with fail_on(ModelNotFoundError):
         champion = champion_info(settings)
     metrics = champion["metrics"]

@@ -8,8 +8,9 @@ Each training run gets two inputs, both derived from the observations it loaded:
   tag). Source: the object's URI on the DVC remote (``file://...`` or ``s3://...``, the
   run's ``rps.dataset_uri`` tag).
 * ``observations-holdout``, context ``holdout``: the rows the gate evaluates the model on,
-  stored with the run as ``evaluation/holdout_observations.parquet``. Digest:
-  :func:`rps.models.dataset.frame_md5` of those rows. Source: the same dataset version.
+  stored with the run as ``evaluation/holdout_observations.parquet`` (the input's
+  ``rps.artifact`` tag). Digest: :func:`rps.models.dataset.frame_md5` of those rows.
+  Source: the same dataset version.
 
 Both carry the frame's schema and MLflow's profile (rows, elements) and name the target
 column. Observations passed in memory (``rps.dataset_uri`` is ``in-memory``) have no
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from rps.models.splits import PreparedData
 
 __all__ = [
+    "ARTIFACT_TAG",
     "DATASET_NAME",
     "HOLDOUT_CONTEXT",
     "HOLDOUT_NAME",
@@ -41,6 +43,8 @@ DATASET_NAME = "observations"
 HOLDOUT_NAME = "observations-holdout"
 TRAINING_CONTEXT = "training"
 HOLDOUT_CONTEXT = "holdout"
+#: the holdout input's tag naming the run artifact that holds its rows
+ARTIFACT_TAG = "rps.artifact"
 
 
 def dataset_source(uri: str) -> Any:
@@ -74,7 +78,7 @@ def log_dataset_inputs(dataset: DatasetRef, observations: pd.DataFrame, data: Pr
     import mlflow
     from mlflow.data.pandas_dataset import from_pandas
 
-    from rps.models.gate import holdout_observations
+    from rps.models.gate import HOLDOUT_OBSERVATIONS, holdout_observations
 
     holdout = holdout_observations(observations, data.spec, data.index[data.holdout_pos])
     target = data.spec.target
@@ -87,5 +91,7 @@ def log_dataset_inputs(dataset: DatasetRef, observations: pd.DataFrame, data: Pr
             holdout, source=source, targets=target, name=HOLDOUT_NAME, digest=frame_md5(holdout)
         )
         mlflow.log_inputs(
-            datasets=[training, held_out], contexts=[TRAINING_CONTEXT, HOLDOUT_CONTEXT]
+            datasets=[training, held_out],
+            contexts=[TRAINING_CONTEXT, HOLDOUT_CONTEXT],
+            tags_list=[None, {ARTIFACT_TAG: HOLDOUT_OBSERVATIONS}],
         )

@@ -12,9 +12,9 @@ Each training run gets two inputs, both derived from the observations it loaded:
   ``rps.artifact`` tag). Digest: :func:`rps.models.dataset.frame_md5` of those rows.
   Source: the same dataset version.
 
-Both carry the frame's schema and MLflow's profile (rows, elements) and name the target
-column. Observations passed in memory (``rps.dataset_uri`` is ``in-memory``) have no
-storage URI: their source is MLflow's default, the code that logged them.
+Both carry the frame's schema and MLflow's profile (rows, elements). Observations passed
+in memory (``rps.dataset_uri`` is ``in-memory``) have no storage URI: their source is
+MLflow's default, the code that logged them.
 """
 
 from __future__ import annotations
@@ -81,15 +81,10 @@ def log_dataset_inputs(dataset: DatasetRef, observations: pd.DataFrame, data: Pr
     from rps.models.gate import HOLDOUT_OBSERVATIONS, holdout_observations
 
     holdout = holdout_observations(observations, data.spec, data.index[data.holdout_pos])
-    target = data.spec.target
     with mlflow_errors("logging the run's dataset inputs"):
         source = dataset_source(dataset.uri)
-        training = from_pandas(
-            observations, source=source, targets=target, name=DATASET_NAME, digest=dataset.md5
-        )
-        held_out = from_pandas(
-            holdout, source=source, targets=target, name=HOLDOUT_NAME, digest=frame_md5(holdout)
-        )
+        training = from_pandas(observations, source=source, name=DATASET_NAME, digest=dataset.md5)
+        held_out = from_pandas(holdout, source=source, name=HOLDOUT_NAME, digest=frame_md5(holdout))
         mlflow.log_inputs(
             datasets=[training, held_out],
             contexts=[TRAINING_CONTEXT, HOLDOUT_CONTEXT],

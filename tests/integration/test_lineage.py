@@ -10,10 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,7 +41,12 @@ from rps.models.lineage import (
 )
 from rps.models.train import TrainResult, train
 from rps.params import Params
-from tests.integration.conftest_mlflow import MlflowServer, free_port
+from tests.integration.conftest_mlflow import (
+    MlflowServer,
+    free_port,
+    stop_process_group,
+    wait_until_healthy,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -131,20 +134,6 @@ def _descendants(pid: int) -> list[psutil.Process]:
         return []
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop ``mlflow models serve`` and its scoring server (its own process group)."""
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
 @pytest.fixture
 def served(
     trained: Trained, mlflow_server: MlflowServer, tmp_path: Path
@@ -189,21 +178,16 @@ def served(
         )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVE_READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow models serve exited:\n{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/ping", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"not serving after {SERVE_READY_TIMEOUT_S} s:\n{log_path.read_text()}")
-            time.sleep(0.5)
+        wait_until_healthy(
+            f"{url}/ping",
+            process,
+            log_path,
+            what="mlflow models serve",
+            timeout=SERVE_READY_TIMEOUT_S,
+        )
         yield url, env_root, process
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 def test_the_registered_version_is_served_in_a_fresh_environment_without_rps(

@@ -28,8 +28,7 @@ from mlflow import MlflowClient
 from rps.data.versioning import DatasetVersion, version_dataset
 from rps.features.build import build_features
 from rps.files import file_digest
-from rps.models import registry
-from rps.models.bundle import load_bundle
+from rps.models.bundle import find_bundle_dir, load_bundle
 from rps.models.dataset import frame_md5
 from rps.models.gate import HOLDOUT_OBSERVATIONS
 from rps.models.lineage import (
@@ -220,7 +219,17 @@ def test_the_registered_version_is_served_in_a_fresh_environment_without_rps(
     ).stdout.split()
     assert " ".join(seen) == "no rps distribution not importable"
 
-    bundle = load_bundle(registry.download_bundle(trained.settings, "1", dst=tmp_path / "dl"))
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{MODEL_NAME}/{trained.result.version}", dst_path=str(tmp_path / "model")
+        )
+    )
+    assert (model_dir / "code" / "rps" / "models" / "pyfunc.py").is_file()
+    assert not (model_dir / "uv.lock").exists()  # else --env-manager uv restores the project
+    names = [pin.split("==")[0] for pin in (model_dir / "requirements.txt").read_text().split()]
+    assert "rps" not in names and "mlflow-skinny" in names
+    assert ("lightgbm" in names) == (trained.result.model_kind == "lightgbm")
+    bundle = load_bundle(find_bundle_dir(model_dir))
     features = build_features(trained.observations, bundle.feature_spec).dropna().iloc[-24:]
     rows = features[bundle.feature_names].reset_index(drop=True)
     response = httpx.post(

@@ -3,7 +3,9 @@
 The registry stores each model as a pyfunc whose only artifact is the bundle directory, so
 ``mlflow.pyfunc.load_model("models:/<name>@champion")`` works for ad-hoc use while the
 prediction service reads the bundle natively (:func:`rps.models.bundle.load_bundle`).
-Loading the pyfunc needs the ``rps`` package importable (the class is pickled by reference).
+The logged model carries this module and the few it imports (``code_paths``,
+:mod:`rps.models.pyfunc_code`), so loading it needs no installed ``rps`` package: keep
+its imports to the bundle's.
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from rps.models.errors import (
     LeakageError,
     TrainingError,
 )
+from rps.models.lineage import log_dataset_inputs
 from rps.models.selection import choose_candidate, fit_candidates
 from rps.models.splits import prepare_data
 from rps.params import Params
@@ -208,6 +209,7 @@ def train_candidate(
                 "gap_hours": spec.horizon_hours,
             }
         )
+        log_dataset_inputs(dataset, observations, data)
         mark = time.perf_counter()
         results = fit_candidates(
             data, params.train, on_trial=trial_logger(experiment_id, run_id), timings=timings
@@ -275,7 +277,7 @@ def train_candidate(
                 input_example=data.features.iloc[data.holdout_pos[:5]][
                     spec.feature_names
                 ].reset_index(drop=True),
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements(chosen.kind),
             )
             timings["log_model_s"] = time.perf_counter() - mark
         duration = time.perf_counter() - started

@@ -115,8 +115,8 @@ def _serve(settings, params, *, port: int, monitoring: bool, demo_drift: bool) -
 
 def demo_loop(
     speed: Annotated[
-        float, typer.Option(min=1.0, help="replay hours per wall hour (720: one every 5 s)")
-    ] = 720.0,
+        float, typer.Option(min=1.0, help="replay hours per wall hour (1440: one every 2.5 s)")
+    ] = 1440.0,
     workers: Annotated[int, typer.Option(min=1, help="API worker processes")] = 2,
     deadline: Annotated[
         float, typer.Option(min=60.0, help="wall seconds after which the loop ends anyway")
@@ -126,7 +126,7 @@ def demo_loop(
     ] = 30,
     after_swap_hours: Annotated[
         int, typer.Option(min=1, help="replay hours the new champion serves before the end")
-    ] = 24,
+    ] = 48,
 ) -> None:
     """The closed loop on an accelerated replay clock: drift -> alert -> retrain -> new champion.
 

@@ -99,12 +99,14 @@ def test_a_check_over_its_limit_from_the_start_places_no_onset() -> None:
     assert onset_of(ratios, errors, times) == times[250] + pd.Timedelta(hours=6)
 
 
-def test_the_onset_is_the_latest_start_of_the_kinds_of_check() -> None:
+def test_the_onset_is_the_earliest_start_of_the_kinds_of_check() -> None:
     times = hourly(400)
     ratios = np.full(400, 0.5)
     ratios[280:] = 2.0  # input evidence from 275
     errors = np.ones(400)
     errors[250:] = 3.0  # error evidence from 250 + 6 h
+    assert onset_of(ratios, errors, times) == times[256]
+    errors[250:270] = 1.0  # error evidence from 270 + 6 h
     assert onset_of(ratios, errors, times) == times[275]
 
 

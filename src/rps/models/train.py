@@ -138,8 +138,8 @@ def train_candidate(
             recorded as the data version instead of a content fingerprint.
         observations: cleaned hourly observations to train on instead of a stored dataset.
         adapt: a drift-triggered run: train with the regime after the onset in view.
-        onset: the drift onset (implies ``adapt``; None with ``adapt``: estimated from the
-            champion's errors, :func:`rps.models.adaptation.resolve_regime`).
+        onset: the drift onset (implies ``adapt``; None with ``adapt``: placed by the
+            champion's drift checks, :func:`rps.models.adaptation.resolve_regime`).
         run_tags: extra tags for the run (the DAG's params fingerprint, interval, reason).
 
     Raises:

@@ -5,7 +5,9 @@ The registry stores each model as a pyfunc whose only artifact is the bundle dir
 prediction service reads the bundle natively (:func:`rps.models.bundle.load_bundle`).
 The logged model carries this module and the few it imports (``code_paths``,
 :mod:`rps.models.pyfunc_code`), so loading it needs no installed ``rps`` package: keep
-its imports to the bundle's.
+its imports to the bundle's. MLflow puts that copy first on ``sys.path`` of the process
+that loads the model, so a process that has ``rps`` installed and loads the pyfunc hands the
+partial copy to the interpreters it spawns afterwards.
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
+import tenacity
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,44 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "(no log)"
 
 
+def wait_until_healthy(
+    url: str, process: subprocess.Popen[bytes], log_path: Path, *, what: str, timeout: float
+) -> None:
+    """Poll ``GET url`` until it answers 200; fail the test (with the log's tail) when the
+    process exits first or ``timeout`` seconds pass."""
+
+    @tenacity.retry(
+        stop=tenacity.stop_after_delay(timeout),
+        wait=tenacity.wait_fixed(0.5),
+        retry=tenacity.retry_if_exception_type(httpx.HTTPError),
+        reraise=True,
+    )
+    def healthy() -> None:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited with {process.returncode}:\n{_tail(log_path)}")
+        httpx.get(url, timeout=2.0).raise_for_status()
+
+    try:
+        healthy()
+    except httpx.HTTPError:
+        pytest.fail(f"{what} not healthy after {timeout} s:\n{_tail(log_path)}")
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop a process started in its own session and everything it started: SIGTERM to the
+    group, SIGKILL when it is still there 15 s later."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowServer]:
     """``mlflow server`` (SQLite + local artifacts) for the session, stopped at the end.
@@ -122,32 +160,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MlflowSe
             command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited with {process.returncode}:\n{_tail(log_path)}")
-            try:
-                if httpx.get(f"{url}/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"mlflow server not healthy after {STARTUP_TIMEOUT_S} s:\n{_tail(log_path)}"
-                )
-            time.sleep(0.5)
+        wait_until_healthy(
+            f"{url}/health", process, log_path, what="mlflow server", timeout=STARTUP_TIMEOUT_S
+        )
         logger.info("mlflow server at %s (pid %s)", url, process.pid)
         yield MlflowServer(url=url, root=root, log_path=log_path)
     finally:
         patch.undo()
-        # the server runs in its own session: stop its process group (server + uvicorn worker)
-        for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-            try:
-                os.killpg(process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                process.wait(timeout=wait)
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_process_group(process)  # the server and its uvicorn worker

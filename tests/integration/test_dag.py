@@ -12,6 +12,7 @@ import itertools
 import json
 import os
 import subprocess
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,6 +234,27 @@ def test_unknown_conf_key_fails_the_run_naming_it(project: Project) -> None:
     (alert,) = alert_lines(settings)
     assert alert["task_id"] == "extract" and "'full_refresh'" in alert["error"]
     assert not settings.raw_dir.exists() or not any(settings.raw_dir.iterdir())
+
+
+def test_a_run_off_the_main_thread_runs_in_a_child_with_its_interval_and_conf(
+    project: Project,
+) -> None:
+    """Off the main thread the run goes to a child process, which gets the same logical
+    date (floored to the hour), conf and settings (its alert lands in this state folder)."""
+    settings = project.settings("state-child")
+    conf = {"reason": "drift", "full_refresh": True}
+    results: list[DagRunResult] = []
+    worker = threading.Thread(
+        target=lambda: results.append(run(settings, "2026-11-22T00:40:00+00:00", conf))
+    )
+    worker.start()
+    worker.join(timeout=600)
+    (result,) = results
+    assert result.logical_date == "2026-11-22T00:00:00+00:00"
+    assert result.conf == conf
+    assert result.state == "failed" and result.task("extract").state == "failed"
+    (alert,) = alert_lines(settings)
+    assert alert["task_id"] == "extract" and "'full_refresh'" in alert["error"]
 
 
 def test_retrain_trigger_runs_in_process(project: Project, good: Any) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from rps.data.pipeline import Interval, run_pipeline
 from rps.params import load_params
 from rps.settings import Settings, get_settings
 from tests.conftest import FIXED_NOW
-from tests.integration.conftest_mlflow import REPO_ROOT, free_port
+from tests.integration.conftest_mlflow import REPO_ROOT, free_port, stop_process_group
 
 pytestmark = pytest.mark.slow
 
@@ -62,19 +61,6 @@ def _wait_until(ready: Any, process: subprocess.Popen[bytes], log: Path, what: s
     ):
         with attempt:
             probe()
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +111,7 @@ def auth_mlflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
         yield url
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +173,7 @@ def auth_s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _wait_until(ready, process, log, "weed")
         yield url
     finally:
-        _stop(process)
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="module")

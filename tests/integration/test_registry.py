@@ -8,6 +8,7 @@ Budget: n_trials=2, two CV folds and a 12 h trajectory, so each training takes s
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -97,7 +98,12 @@ def versions(client: MlflowClient, name: str) -> list[str]:
 
 
 def test_clean_run_registers_a_champion_with_everything_tracked(
-    mlflow_server: MlflowServer, fast: Params, spring: pd.DataFrame, tmp_path: Path, cli
+    mlflow_server: MlflowServer,
+    fast: Params,
+    spring: pd.DataFrame,
+    tmp_path: Path,
+    cli,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     name = "clean-run"
     settings = mlflow_server.settings(tmp_path, name)
@@ -192,6 +198,9 @@ def test_clean_run_registers_a_champion_with_everything_tracked(
 
     features = build_features(spring, bundle.feature_spec).dropna().iloc[-5:]
     rows = features[bundle.feature_names]
+    # loading prepends the model's own copy of the rps modules to sys.path (its code_paths):
+    # keep it out of this process's path, or processes spawned later import that partial copy
+    monkeypatch.setattr(sys, "path", list(sys.path))
     model = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     out = model.predict(rows.reset_index(drop=True))
     np.testing.assert_allclose(out["prediction"], bundle.predictor.predict(rows.to_numpy()))

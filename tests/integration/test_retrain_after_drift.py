@@ -8,10 +8,10 @@ from it (the replay source cannot inject drift yet):
 * transient: a 12-hour +6 degC sensor bias on the temperature 4 days before the end.
 
 Sustained: the champion is trained on the data before the change, the drift-triggered
-challenger on everything (onset estimated from the champion's errors). Transient: champion
-and challenger are trained on the same period with the same onset and split (so neither is
-fresher), the challenger on the data with the blip; only the blip differs. Budget:
-n_trials=2, two CV folds and a 12 h trajectory.
+challenger on everything (onset placed by replaying the champion's drift checks).
+Transient: champion and challenger are trained on the same period with the same onset and
+split (so neither is fresher), the challenger on the data with the blip; only the blip
+differs. Budget: n_trials=2, two CV folds and a 12 h trajectory.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def gate_evidence(client: MlflowClient, run_id: str) -> dict:
 def test_after_a_sustained_drift_the_adapted_challenger_is_promoted(
     mlflow_server: MlflowServer, fast: Params, clean: pd.DataFrame, tmp_path: Path
 ) -> None:
-    """A drift run with no onset given finds it in the champion's errors and wins the gate."""
+    """A drift run with no onset given replays the champion's drift checks to find it, and wins."""
     name = "drift-sustained"
     settings = mlflow_server.settings(tmp_path, name)
     onset = times_of(clean).max().floor("D") - pd.Timedelta(days=14)
@@ -89,7 +89,7 @@ def test_after_a_sustained_drift_the_adapted_challenger_is_promoted(
 
     client = MlflowClient(mlflow_server.url)
     tags = client.get_run(result.run_id).data.tags
-    assert tags["rps.drift_onset_source"] == "champion_errors"
+    assert tags["rps.drift_onset_source"] == "drift_checks"  # the champion's checks placed it
     estimated = pd.Timestamp(tags["rps.drift_onset"])
     # found inside the drift's first half: the gate's window lies wholly in the new regime
     assert onset - pd.Timedelta(hours=24) <= estimated <= onset + pd.Timedelta(days=7), estimated

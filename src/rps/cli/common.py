@@ -7,13 +7,16 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from rps.params import Params, ParamsError, load_params
 from rps.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from rps.orchestration.local_run import DagRunResult
 
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -73,10 +76,31 @@ def output_to(log_file: Path) -> Iterator[Path]:
             os.close(saved[1])
 
 
-def print_dag_result(result: Any) -> None:
-    """Print a DAG run's tasks with their states and durations."""
+def run_dag_with_summary(
+    settings: Settings, conf: dict[str, Any], *, end: str | None = None
+) -> DagRunResult:
+    """Run the pipeline DAG in-process and print each task's state; exit 1 when it failed.
+
+    The tasks' own output goes to ``<state>/logs/dag-runs.log`` (its path is printed below the
+    table); a run that cannot start (no DAG, no Airflow home, a bad ``end``) exits 1 with its
+    error.
+    """
+    from rps.orchestration.local_run import run_dag_locally
+
+    log_file = settings.state_path / "logs" / "dag-runs.log"
+    # DagLoadError and AirflowHomeError are RuntimeErrors; ValueError: an unreadable ``end``
+    with fail_on(RuntimeError, ValueError, OSError), output_to(log_file):
+        result = run_dag_locally(settings, conf=conf, end=end)
     console.print(f"\nDAG run {result.run_id}: {result.state} ({result.wall_s:.1f} s)")
     console.print(f"  {'task':<14}{'state':<17}{'duration':>9}")
     for task in result.tasks:
         duration = f"{task.duration_s:.1f} s" if task.duration_s is not None else "-"
         console.print(f"  {task.task_id:<14}{task.state or 'not run':<17}{duration:>9}")
+    console.print(f"  task logs: {log_file}", markup=False)
+    if not result.succeeded:
+        err_console.print(
+            f"failed tasks: {', '.join(result.failed_tasks()) or 'none'}; see {settings.alert_log}",
+            markup=False,
+        )
+        raise typer.Exit(1)
+    return result

@@ -6,14 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from rps.cli.common import (
-    console,
-    err_console,
-    fail_on,
-    load_config,
-    output_to,
-    print_dag_result,
-)
+from rps.cli.common import console, fail_on, load_config, run_dag_with_summary
 
 trigger_app = typer.Typer(help="Start pipeline runs (Airflow REST API or in-process).")
 dag_app = typer.Typer(help="The Airflow pipeline DAG on the embedded default.")
@@ -70,8 +63,6 @@ def run(
     ] = None,
 ) -> None:
     """Run the DAG once in-process (dag.test) and print each task's state."""
-    from rps.orchestration.local_run import run_dag_locally
-
     settings, _ = load_config()
     conf: dict[str, str | bool] = {"reason": reason}
     if source:
@@ -82,14 +73,7 @@ def run(
         conf["adapt"] = True
     if drift_onset:
         conf["drift_onset"] = drift_onset
-    log_file = settings.state_path / "logs" / "dag-runs.log"
-    with fail_on(*_errors()), output_to(log_file):
-        result = run_dag_locally(settings, conf=conf, end=end)
-    print_dag_result(result)
-    console.print(f"  task logs: {log_file}", markup=False)
-    if not result.succeeded:
-        err_console.print(f"failed tasks: {', '.join(result.failed_tasks()) or 'none'}")
-        raise typer.Exit(1)
+    run_dag_with_summary(settings, conf, end=end)
 
 
 @dag_app.command("env")

@@ -15,7 +15,7 @@ from rps.cli.common import (
     fail_on,
     load_config,
     output_to,
-    print_dag_result,
+    run_dag_with_summary,
 )
 
 
@@ -37,7 +37,6 @@ def run(
 ) -> None:
     """Run the DAG (data -> gate -> train -> gate -> champion), then serve and monitor it."""
     from rps.models.registry import ModelNotFoundError, champion_info
-    from rps.orchestration.local_run import DagLoadError, run_dag_locally
 
     settings, params = load_config()
     conf = {"reason": "rps run", "source": source or settings.source}
@@ -45,17 +44,7 @@ def run(
         f"running the Airflow DAG rps_pipeline in-process on {conf['source']} data "
         f"(AIRFLOW_HOME={settings.airflow_home_path})"
     )
-    log_file = settings.state_path / "logs" / "dag-runs.log"
-    with fail_on(DagLoadError, RuntimeError, OSError), output_to(log_file):
-        result = run_dag_locally(settings, conf=conf)
-    print_dag_result(result)
-    console.print(f"  task logs: {log_file}", markup=False)
-    if not result.succeeded:
-        err_console.print(
-            f"failed tasks: {', '.join(result.failed_tasks())}; see {settings.alert_log}",
-            markup=False,
-        )
-        raise typer.Exit(1)
+    run_dag_with_summary(settings, conf)
     with fail_on(ModelNotFoundError):
         champion = champion_info(settings)
     metrics = champion["metrics"]
@@ -126,8 +115,8 @@ def _serve(settings, params, *, port: int, monitoring: bool, demo_drift: bool) -
 
 def demo_loop(
     speed: Annotated[
-        float, typer.Option(min=1.0, help="replay hours per wall hour (720: one every 5 s)")
-    ] = 720.0,
+        float, typer.Option(min=1.0, help="replay hours per wall hour (1440: one every 2.5 s)")
+    ] = 1440.0,
     workers: Annotated[int, typer.Option(min=1, help="API worker processes")] = 2,
     deadline: Annotated[
         float, typer.Option(min=60.0, help="wall seconds after which the loop ends anyway")
@@ -137,7 +126,7 @@ def demo_loop(
     ] = 30,
     after_swap_hours: Annotated[
         int, typer.Option(min=1, help="replay hours the new champion serves before the end")
-    ] = 24,
+    ] = 48,
 ) -> None:
     """The closed loop on an accelerated replay clock: drift -> alert -> retrain -> new champion.
 

@@ -177,19 +177,12 @@ def write_status(settings: Settings, **values: Any) -> None:
 
 def find_profile_run(settings: Settings, dataset_md5: str) -> str | None:
     """A finished MLflow profile run of this dataset, if one exists (reruns reuse it)."""
-    from mlflow.tracking import MlflowClient
+    from rps.models.tracking import finished_runs
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
-    experiment = client.get_experiment_by_name(f"{settings.mlflow_experiment}-data")
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.dataset_md5 = '{dataset_md5}' and tags.`rps.kind` = 'data-profile' "
-            "and attributes.status = 'FINISHED'"
-        ),
-        max_results=1,
+    runs = finished_runs(
+        settings,
+        f"{settings.mlflow_experiment}-data",
+        {"dataset_md5": dataset_md5, "rps.kind": "data-profile"},
     )
     return str(runs[0].info.run_id) if runs else None
 

@@ -3,13 +3,17 @@
 A drift-triggered run (the DAG's conf ``reason`` starts with a drift alert's name, or the
 conf sets ``adapt``/``drift_onset``) trains differently from a scheduled one:
 
-* **Onset.** Given in the conf (``drift_onset``), else estimated as the change point of
-  the current champion's absolute forecast errors over the last
-  ``train.adaptation.onset_lookback_hours`` (:func:`estimate_onset`: the split that best
-  separates a low-error past from a higher-error present, as in binary segmentation). An
-  alert fires hours after the onset and data from before it is of the old regime, so the
-  onset - not the alert time - is where "the present" starts. Without a champion to
-  measure, the onset defaults to the middle of the lookback.
+* **Onset.** Given in the conf (``drift_onset``), else placed where the current champion's
+  own drift checks place it: the observations of the last
+  ``train.adaptation.onset_lookback_hours`` are replayed through the checks the API runs
+  (the seasonal input checks over each window of rows, the forecast-error CUSUM over the
+  realised errors), and the onset is where the evidence of their last episode of crossings
+  starts (:func:`detector_onset`). When the checks never crossed (a manual ``adapt`` run),
+  the onset is the change point of the champion's absolute errors
+  (:func:`estimate_onset`: the split that best separates a low-error past from a
+  higher-error present, as in binary segmentation); without a champion, the middle of the
+  lookback. An alert fires hours after the onset and data from before it is of the old
+  regime, so the onset - not the alert time - is where "the present" starts.
 * **Holdout = the present.** The holdout (the gate's evidence) is the newest
   ``train.promotion.recent_window_hours`` after the onset, at most half of the post-onset
   rows (:func:`recent_holdout`), so the other half is there to learn from. Training rows end
@@ -37,8 +41,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from rps.serving.accuracy import ErrorTest, error_cusum_path
+
 if TYPE_CHECKING:
     from rps.features.spec import FeatureSpec
+    from rps.models.bundle import ModelBundle
     from rps.params import Params
     from rps.settings import Settings
 
@@ -54,6 +61,8 @@ DRIFT_REASONS: tuple[str, ...] = (
 )
 MIN_SEGMENT_HOURS = 12
 MIN_HOLDOUT_ROWS = 48
+#: crossings of the drift checks at most this far apart belong to one episode
+EPISODE_GAP_HOURS = 24
 
 
 @dataclass(frozen=True)
@@ -61,7 +70,7 @@ class Regime:
     """The drift a run adapts to."""
 
     onset: pd.Timestamp
-    source: str  # conf | champion_errors | default
+    source: str  # conf | drift_checks | champion_errors | default
 
     def to_dict(self) -> dict[str, str]:
         """JSON-ready (lineage, tags)."""
@@ -104,6 +113,89 @@ def estimate_onset(
     if stat[best] <= 0:
         return None
     return pd.Timestamp(stamps[split[best]])
+
+
+def detector_onset(
+    times: pd.DatetimeIndex,
+    check_ratios: np.ndarray,
+    errors: np.ndarray,
+    *,
+    window: int,
+    horizon_hours: int,
+    error_test: ErrorTest,
+    error_scale: float,
+) -> pd.Timestamp | None:
+    """Where the evidence of the drift checks' last episode of crossings starts.
+
+    Each kind of check - the input checks, the error CUSUM - is read on its own: its crossings
+    less than :data:`EPISODE_GAP_HOURS` apart form episodes, and the evidence of its last
+    episode starts at the first row of its first input window over the limit, or at the target
+    hour after the CUSUM last stood at 0 before it crossed. A kind whose last episode reaches
+    back to the first hour it could be computed shows no quiet past to change from (a
+    reference that does not fit this season) and places nothing. The onset is the earliest of
+    the kinds' starts: a check shows drift only once it has grown, so each start lies at or
+    after the true onset, and the earliest one wastes the fewest drifted rows (the demo's
+    delayed daily cycle crossed the input checks 17 h after its onset, the error CUSUM 50 h).
+
+    Args:
+        times: Consecutive issue hours.
+        check_ratios: Per hour, the largest input-check ratio over the window of rows ending at
+            it (NaN: not computable), as the API's monitor computes it.
+        errors: Per hour, the forecast error of that hour's forecast (NaN: not realised).
+        window: Rows per input-check window.
+        horizon_hours: The forecast horizon (an error is realised this long after its issue).
+        error_test: The forecast-error CUSUM's parameters.
+        error_scale: The model's holdout RMSE.
+
+    Returns:
+        The onset, or None when no kind of check places one.
+    """
+    index = pd.DatetimeIndex(times)
+    starts: list[pd.Timestamp] = []
+    ratios = np.asarray(check_ratios, dtype=float)
+    computed = np.flatnonzero(np.isfinite(ratios))
+    if computed.size:
+        crossed = [i for i in computed.tolist() if ratios[i] > 1.0]
+        evidence = [(index[i], index[max(0, i - window + 1)]) for i in crossed]
+        starts += _episode_start(evidence, first=index[max(0, computed[0] - window + 1)])
+    errors = np.asarray(errors, dtype=float)
+    realised = np.flatnonzero(np.isfinite(errors))
+    if realised.size:
+        lag = pd.Timedelta(hours=horizon_hours)
+        path = error_cusum_path(
+            errors[realised], scale=error_scale, allowance=error_test.allowance, cap=error_test.cap
+        )
+        evidence = []
+        at_zero = -1
+        for k, value in enumerate(path.tolist()):
+            if value == 0.0:
+                at_zero = k
+            elif value > error_test.threshold:
+                start = realised[min(at_zero + 1, k)]
+                evidence.append((index[realised[k]] + lag, index[start] + lag))
+        starts += _episode_start(evidence, first=index[realised[0]] + lag)
+    return min(starts) if starts else None
+
+
+def _episode_start(
+    evidence: list[tuple[pd.Timestamp, pd.Timestamp]], *, first: pd.Timestamp
+) -> list[pd.Timestamp]:
+    """The evidence start of the last episode of ``(crossed at, evidence from)`` pairs.
+
+    Empty when nothing crossed or the evidence reaches back to ``first``, the earliest start
+    possible (always on).
+    """
+    if not evidence:
+        return []
+    evidence = sorted(evidence)
+    gap = pd.Timedelta(hours=EPISODE_GAP_HOURS)
+    episode = [evidence[-1]]
+    for crossed, start in reversed(evidence[:-1]):
+        if episode[-1][0] - crossed > gap:
+            break
+        episode.append((crossed, start))
+    start = min(start for _, start in episode)
+    return [] if start <= first else [start]
 
 
 def recent_holdout(
@@ -165,24 +257,25 @@ def resolve_regime(
         stamp = pd.Timestamp(onset)
         return Regime(stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp, "conf")
     lookback = pd.Timedelta(hours=params.train.adaptation.onset_lookback_hours)
-    estimated = _onset_from_champion(settings, observations, spec, since=end - lookback)
-    if estimated is not None:
-        return Regime(estimated, "champion_errors")
-    return Regime(end - lookback / 2, "default")
+    found = _onset_from_champion(settings, params, observations, spec, since=end - lookback)
+    return found if found is not None else Regime(end - lookback / 2, "default")
 
 
 def _onset_from_champion(
-    settings: Settings, observations: pd.DataFrame, spec: FeatureSpec, *, since: pd.Timestamp
-) -> pd.Timestamp | None:
-    """The change point of the champion's absolute errors after ``since`` (None: no champion)."""
+    settings: Settings,
+    params: Params,
+    observations: pd.DataFrame,
+    spec: FeatureSpec,
+    *,
+    since: pd.Timestamp,
+) -> Regime | None:
+    """The onset the champion's drift checks, else its errors, place (None: no champion)."""
     import tempfile
     from pathlib import Path
 
-    from rps.features.build import TARGET, build_features
     from rps.models import registry
     from rps.models.bundle import BundleError, load_bundle
     from rps.models.errors import ModelNotFoundError, TrackingUnavailableError
-    from rps.models.gate import predict_bundle
 
     try:
         with tempfile.TemporaryDirectory(prefix="rps-onset-") as tmp:
@@ -194,10 +287,79 @@ def _onset_from_champion(
         return None
     if bundle.feature_spec.target != spec.target:
         return None
-    labels = build_features(observations, bundle.feature_spec)[TARGET]
-    labels = labels.loc[since:].dropna()
-    if labels.empty:
+    return champion_onset(bundle, observations, since=since, error_test=params.drift.error_test())
+
+
+def champion_onset(
+    bundle: ModelBundle, observations: pd.DataFrame, *, since: pd.Timestamp, error_test: ErrorTest
+) -> Regime | None:
+    """The drift onset in ``observations`` after ``since``, as the champion's checks see it.
+
+    The champion's seasonal input checks and forecast-error CUSUM replayed hour by hour
+    (:func:`detector_onset`); when they never crossed, the change point of its absolute
+    errors (:func:`estimate_onset`). None: no complete rows, or neither finds an onset.
+    """
+    from rps.features.build import TARGET, build_features
+
+    spec = bundle.feature_spec
+    features = build_features(observations, spec)
+    window_rows = _check_window(bundle)
+    frame = features.loc[since - pd.Timedelta(hours=window_rows) :]
+    rows = frame[bundle.feature_names].to_numpy(dtype=float)
+    complete = np.all(np.isfinite(rows), axis=1)
+    if not complete.any():
         return None
-    issue_times = pd.DatetimeIndex(labels.index)
-    errors = np.abs(labels.to_numpy() - predict_bundle(bundle, observations, issue_times))
-    return estimate_onset(issue_times, errors)
+    times = pd.DatetimeIndex(frame.index)
+    predictions = np.full(len(frame), np.nan)
+    predictions[complete] = bundle.predictor.predict(rows[complete])
+    errors = predictions - frame[TARGET].to_numpy(dtype=float)
+    scale = float(bundle.metrics.get("holdout_rmse", float("nan")))
+    onset = None
+    if math.isfinite(scale) and scale > 0:
+        onset = detector_onset(
+            times,
+            _check_ratios(bundle, rows, complete),
+            errors,
+            window=max(window_rows, 1),
+            horizon_hours=spec.horizon_hours,
+            error_test=error_test,
+            error_scale=scale,
+        )
+    if onset is not None:
+        return Regime(max(onset, since), "drift_checks")
+    recent = np.asarray(times >= since) & np.isfinite(errors)
+    estimated = estimate_onset(times[recent], np.abs(errors[recent]))
+    return None if estimated is None else Regime(estimated, "champion_errors")
+
+
+def _check_window(bundle: ModelBundle) -> int:
+    """Rows per input-check window of the bundle's seasonal reference (0: it has none)."""
+    from rps.serving.seasonal import SEASONAL_KEY
+
+    raw = bundle.reference_stats.get(SEASONAL_KEY)
+    return int(raw.get("window", 0)) if isinstance(raw, dict) else 0
+
+
+def _check_ratios(bundle: ModelBundle, rows: np.ndarray, complete: np.ndarray) -> np.ndarray:
+    """Per row, the largest input-check ratio over the window of complete rows ending at it.
+
+    As the API's monitor computes it: its ring holds only the rows it could serve (complete
+    ones). NaN where no window is full yet, and everywhere without a seasonal reference.
+    """
+    from rps.serving.drift import input_checks
+    from rps.serving.seasonal import SEASONAL_KEY, SeasonalReference, SeasonalReferenceError
+
+    ratios = np.full(len(rows), np.nan)
+    raw = bundle.reference_stats.get(SEASONAL_KEY)
+    if not isinstance(raw, dict):
+        return ratios
+    try:
+        reference = SeasonalReference.from_json(bundle.feature_names, raw)
+    except SeasonalReferenceError:
+        return ratios
+    served = np.flatnonzero(complete)
+    for k in range(reference.window - 1, len(served)):
+        window = rows[served[k - reference.window + 1 : k + 1]]
+        checks, _ = input_checks(reference, window)
+        ratios[served[k]] = max(checks.values(), default=np.nan)
+    return ratios

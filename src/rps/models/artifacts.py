@@ -119,11 +119,24 @@ def model_signature(names: Sequence[str]) -> Any:
     return ModelSignature(inputs=inputs, outputs=outputs)
 
 
-def pip_requirements() -> list[str]:
+#: what every logged pyfunc needs to load and serve (MLflow's pyfunc server, the bundle's
+#: code as :mod:`rps.models.pyfunc_code` stages it: NumPy, pandas, filelock)
+SERVE_DISTRIBUTIONS = ("mlflow-skinny", "numpy", "pandas", "filelock")
+#: what a model kind adds (the other kinds predict with NumPy alone)
+KIND_DISTRIBUTIONS = {"lightgbm": ("lightgbm",)}
+
+
+def pip_requirements(kind: str) -> list[str]:
+    """The logged pyfunc's requirements, pinned to the installed versions.
+
+    What a fresh environment needs to serve a bundle of ``kind`` (``mlflow models serve``):
+    neither ``rps`` itself (its modules travel as ``code_paths``) nor the pipeline's
+    libraries.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     pins = []
-    for package in ("mlflow", "lightgbm", "numpy", "pandas", "pydantic", "pyyaml"):
+    for package in (*SERVE_DISTRIBUTIONS, *KIND_DISTRIBUTIONS.get(kind, ())):
         try:
             pins.append(f"{package}=={version(package)}")
         except PackageNotFoundError:

@@ -3,7 +3,11 @@
 The registry stores each model as a pyfunc whose only artifact is the bundle directory, so
 ``mlflow.pyfunc.load_model("models:/<name>@champion")`` works for ad-hoc use while the
 prediction service reads the bundle natively (:func:`rps.models.bundle.load_bundle`).
-Loading the pyfunc needs the ``rps`` package importable (the class is pickled by reference).
+The logged model carries this module and the few it imports (``code_paths``,
+:mod:`rps.models.pyfunc_code`), so loading it needs no installed ``rps`` package: keep
+its imports to the bundle's. MLflow puts that copy first on ``sys.path`` of the process
+that loads the model, so a process that has ``rps`` installed and loads the pyfunc hands the
+partial copy to the interpreters it spawns afterwards.
 """
 
 from __future__ import annotations

@@ -161,21 +161,34 @@ def log_model(
 ) -> str:
     """Log the bundle as a pyfunc model in the active run, without registering it.
 
+    The model carries the ``rps`` modules it loads with (``code_paths``,
+    :func:`rps.models.pyfunc_code.stage_package`), so with ``pip_requirements`` that name
+    its libraries it is served without the ``rps`` package installed.
+
     Returns:
         The logged model's URI (what :func:`register_run` registers).
     """
     import mlflow
 
     from rps.models import pyfunc
+    from rps.models.pyfunc_code import stage_package
 
-    with mlflow_errors("logging the model"):
+    with (
+        mlflow_errors("logging the model"),
+        tempfile.TemporaryDirectory(prefix="rps-pyfunc-code-") as code_root,
+    ):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             python_model=str(Path(pyfunc.__file__).with_name("pyfunc_entry.py")),
             artifacts={pyfunc.BUNDLE_ARTIFACT: str(bundle_dir)},
+            code_paths=[str(stage_package(Path(code_root)))],
             signature=signature,
             input_example=input_example,
             pip_requirements=pip_requirements,
+            # a folder without uv.lock: MLflow would otherwise copy the lock of the uv
+            # project in the working directory into the model, and `--env-manager uv`
+            # would restore that whole project instead of `pip_requirements`
+            uv_project_path=code_root,
         )
     return str(info.model_uri)
 

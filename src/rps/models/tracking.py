@@ -6,7 +6,7 @@ Everything importing MLflow does so inside functions, so importing this module i
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -17,6 +17,7 @@ from rps.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
+    from mlflow.entities import Run
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -140,3 +141,25 @@ def ensure_experiment(settings: Settings) -> str:
     if experiment.lifecycle_stage != "active":
         raise RegistryError(f"experiment {name} is deleted; restore it or choose another name")
     return str(experiment.experiment_id)
+
+
+def finished_runs(
+    settings: Settings, experiment: str, tags: Mapping[str, str], *, max_results: int = 1
+) -> list[Run]:
+    """The finished runs of ``experiment`` carrying every tag in ``tags``, newest first.
+
+    Empty when the experiment does not exist yet.
+    """
+    client = get_client(settings)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    conditions = [f"tags.`{key}` = '{value}'" for key, value in tags.items()]
+    return list(
+        client.search_runs(
+            [found.experiment_id],
+            filter_string=" and ".join([*conditions, "attributes.status = 'FINISHED'"]),
+            order_by=["attributes.start_time DESC"],
+            max_results=max_results,
+        )
+    )

@@ -51,6 +51,7 @@ from rps.models.errors import (
     TrainingError,
 )
 from rps.models.horizons import HORIZON_METRICS, HorizonData, TrajectoryFit, trajectory_metrics
+from rps.models.lineage import log_dataset_inputs
 from rps.models.registry import METRICS_BY_HORIZON
 from rps.models.selection import add_trajectory, choose_candidate, fit_candidates
 from rps.models.splits import prepare_data
@@ -171,8 +172,8 @@ def train_candidate(
             recorded as the data version instead of a content fingerprint.
         observations: cleaned hourly observations to train on instead of a stored dataset.
         adapt: a drift-triggered run: train with the regime after the onset in view.
-        onset: the drift onset (implies ``adapt``; None with ``adapt``: estimated from the
-            champion's errors, :func:`rps.models.adaptation.resolve_regime`).
+        onset: the drift onset (implies ``adapt``; None with ``adapt``: placed by the
+            champion's drift checks, :func:`rps.models.adaptation.resolve_regime`).
         run_tags: extra tags for the run (the DAG's params fingerprint, interval, reason).
 
     Raises:
@@ -247,6 +248,7 @@ def train_candidate(
                 "gap_hours": spec.horizon_hours,
             }
         )
+        log_dataset_inputs(dataset, observations, data)
         mark = time.perf_counter()
         results = fit_candidates(
             data, params.train, on_trial=trial_logger(experiment_id, run_id), timings=timings
@@ -325,7 +327,7 @@ def train_candidate(
                 input_example=data.features.iloc[data.holdout_pos[:5]][
                     spec.feature_names
                 ].reset_index(drop=True),
-                pip_requirements=pip_requirements(),
+                pip_requirements=pip_requirements(chosen.kind),
             )
             timings["log_model_s"] = time.perf_counter() - mark
         duration = time.perf_counter() - started

@@ -75,9 +75,9 @@ class LoopError(RuntimeError):
 class LoopPlan:
     """How the loop runs (replay hours are the clock's; seconds are wall time)."""
 
-    speed: float = 720.0  # replay hours per wall hour: one replay hour every 5 s
+    speed: float = 1440.0  # replay hours per wall hour: one replay hour every 2.5 s
     pre_onset_hours: int = 30  # clean replay hours served before the drift starts
-    after_swap_hours: int = 24  # replay hours the new champion serves before the loop ends
+    after_swap_hours: int = 48  # replay hours the new champion serves before the loop ends
     workers: int = 2
     request_interval_s: float = 0.25  # steady traffic: one GET /forecast this often
     deadline_s: float = 1200.0  # the loop ends here at the latest

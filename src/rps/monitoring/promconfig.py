@@ -362,95 +362,84 @@ def _launch(
     return handle
 
 
-def start_prometheus(
-    *,
-    port: int,
-    data_dir: Path,
-    config_text: str | None = None,
-    config_file: Path | None = None,
-    host: str = "127.0.0.1",
-    binary: str | None = None,
-    extra_args: Sequence[str] = (),
-    ready_timeout: float = 30.0,
-) -> ManagedProcess:
-    """Run Prometheus on a loopback port and wait until it is ready.
+@dataclass(frozen=True)
+class MonitoringServer:
+    """How to run one of the two monitoring servers; they differ only in these values.
 
-    Args:
-        port: TCP port for the web UI and API.
-        data_dir: Folder for the config (when ``config_text`` is given), TSDB and log.
-        config_text: Configuration YAML, written to ``data_dir/prometheus.yml``.
-        config_file: An existing configuration file (instead of ``config_text``).
-        host: Loopback address to listen on.
-        binary: Executable; default: ``prometheus`` on ``PATH``.
-        extra_args: Further command-line flags.
-        ready_timeout: Seconds to wait for ``/-/ready``.
-
-    Returns:
-        The running server; call ``.stop()`` (or use it as a context manager).
-
-    Raises:
-        BinaryNotFoundError: Prometheus is not installed.
-        ProcessStartError: It exited or did not become ready.
-        ValueError: ``host`` is not a loopback address, or not exactly one config was given.
+    Attributes:
+        name: What runs; also names its config file (``<name>.yml``) and log.
+        binaries: Executable names tried on ``PATH``, in order.
+        package: The Debian package that provides them (named when none is found).
+        own_flags: The flags only this server gets (its storage folder among them);
+            ``{data_dir}`` in them stands for the data folder.
     """
-    _check_loopback(host)
-    executable = binary or find_binary(*PROMETHEUS_BINARIES, package="prometheus")
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config_path = _write_config(data_dir, "prometheus.yml", config_text, config_file)
-    argv = [
-        executable,
-        f"--config.file={config_path}",
-        f"--storage.tsdb.path={data_dir / 'tsdb'}",
-        f"--web.listen-address={host}:{port}",
-        "--web.enable-lifecycle",
-        *extra_args,
-    ]
-    return _launch("prometheus", argv, f"http://{host}:{port}", data_dir, ready_timeout)
+
+    name: str
+    binaries: tuple[str, ...]
+    package: str
+    own_flags: tuple[str, ...]
+
+    def start(
+        self,
+        *,
+        port: int,
+        data_dir: Path,
+        config_text: str | None = None,
+        config_file: Path | None = None,
+        host: str = "127.0.0.1",
+        binary: str | None = None,
+        extra_args: Sequence[str] = (),
+        ready_timeout: float = 30.0,
+    ) -> ManagedProcess:
+        """Run the server on a loopback port and wait until its ``/-/ready`` answers.
+
+        Args:
+            port: TCP port for the web UI and API.
+            data_dir: Folder for the config (when ``config_text`` is given), storage and log.
+            config_text: Configuration YAML, written to ``data_dir/<name>.yml``.
+            config_file: An existing configuration file (instead of ``config_text``).
+            host: Loopback address to listen on.
+            binary: Executable; default: the first of :attr:`binaries` on ``PATH``.
+            extra_args: Further command-line flags.
+            ready_timeout: Seconds to wait for ``/-/ready``.
+
+        Returns:
+            The running server; call ``.stop()`` (or use it as a context manager).
+
+        Raises:
+            BinaryNotFoundError: The server is not installed.
+            ProcessStartError: It exited or did not become ready.
+            ValueError: ``host`` is not a loopback address, or not exactly one config was given.
+        """
+        _check_loopback(host)
+        executable = binary or find_binary(*self.binaries, package=self.package)
+        data_dir = data_dir.resolve()
+        data_dir.mkdir(parents=True, exist_ok=True)
+        config_path = _write_config(data_dir, f"{self.name}.yml", config_text, config_file)
+        argv = [
+            executable,
+            f"--config.file={config_path}",
+            f"--web.listen-address={host}:{port}",
+            *(flag.format(data_dir=data_dir) for flag in self.own_flags),
+            *extra_args,
+        ]
+        return _launch(self.name, argv, f"http://{host}:{port}", data_dir, ready_timeout)
 
 
-def start_alertmanager(
-    *,
-    port: int,
-    data_dir: Path,
-    config_text: str | None = None,
-    config_file: Path | None = None,
-    host: str = "127.0.0.1",
-    binary: str | None = None,
-    extra_args: Sequence[str] = (),
-    ready_timeout: float = 30.0,
-) -> ManagedProcess:
-    """Run Alertmanager on a loopback port (clustering off) and wait until it is ready.
-
-    Args:
-        port: TCP port for the web UI and API.
-        data_dir: Folder for the config (when ``config_text`` is given), state and log.
-        config_text: Configuration YAML, written to ``data_dir/alertmanager.yml``.
-        config_file: An existing configuration file (instead of ``config_text``).
-        host: Loopback address to listen on.
-        binary: Executable; default: ``prometheus-alertmanager`` (Debian) or ``alertmanager``.
-        extra_args: Further command-line flags.
-        ready_timeout: Seconds to wait for ``/-/ready``.
-
-    Returns:
-        The running server; call ``.stop()`` (or use it as a context manager).
-
-    Raises:
-        BinaryNotFoundError: Alertmanager is not installed.
-        ProcessStartError: It exited or did not become ready.
-        ValueError: ``host`` is not a loopback address, or not exactly one config was given.
-    """
-    _check_loopback(host)
-    executable = binary or find_binary(*ALERTMANAGER_BINARIES, package="prometheus-alertmanager")
-    data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    config_path = _write_config(data_dir, "alertmanager.yml", config_text, config_file)
-    argv = [
-        executable,
-        f"--config.file={config_path}",
-        f"--storage.path={data_dir / 'data'}",
-        f"--web.listen-address={host}:{port}",
-        "--cluster.listen-address=",  # no gossip port: a single local instance
-        *extra_args,
-    ]
-    return _launch("alertmanager", argv, f"http://{host}:{port}", data_dir, ready_timeout)
+PROMETHEUS = MonitoringServer(
+    name="prometheus",
+    binaries=PROMETHEUS_BINARIES,
+    package="prometheus",
+    own_flags=("--storage.tsdb.path={data_dir}/tsdb", "--web.enable-lifecycle"),
+)
+ALERTMANAGER = MonitoringServer(
+    name="alertmanager",
+    binaries=ALERTMANAGER_BINARIES,
+    package="prometheus-alertmanager",
+    # an empty cluster address: no gossip port, a single local instance
+    own_flags=("--storage.path={data_dir}/data", "--cluster.listen-address="),
+)
+start_prometheus = PROMETHEUS.start
+"""Run Prometheus (lifecycle API on, TSDB in ``data_dir/tsdb``): :meth:`MonitoringServer.start`."""
+start_alertmanager = ALERTMANAGER.start
+"""Run Alertmanager (clustering off, state in ``data_dir/data``): :meth:`MonitoringServer.start`."""

@@ -123,9 +123,7 @@ def load_pipeline_dag(settings: Settings) -> Any:
     return found
 
 
-def _logical_date(end: pd.Timestamp | str | datetime | None) -> datetime | None:
-    if end is None:
-        return None
+def _logical_date(end: pd.Timestamp | str | datetime) -> datetime:
     stamp = pd.Timestamp(end)
     stamp = stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
     return stamp.floor("h").to_pydatetime()
@@ -159,15 +157,16 @@ def run_dag_locally(
         DagLoadError: the DAG cannot be loaded.
         RuntimeError: the child process (off the main thread) failed before reporting.
     """
+    run_conf = dict(conf or {})
+    logical = _logical_date(end if end is not None else current_time(settings))
     if threading.current_thread() is not threading.main_thread():
-        return run_dag_in_child(settings, conf=conf, end=end)
+        return _run_in_child(settings, run_conf, logical)
     from rps.orchestration.steps import using_settings
 
     dag_obj = load_pipeline_dag(settings)
-    logical = _logical_date(end if end is not None else current_time(settings))
     started = time.perf_counter()
     with using_settings(settings):
-        dag_run = dag_obj.test(logical_date=logical, run_conf=dict(conf or {}))
+        dag_run = dag_obj.test(logical_date=logical, run_conf=run_conf)
     wall = time.perf_counter() - started
     order = {task_id: i for i, task_id in enumerate(TASK_IDS)}
     tis = sorted(dag_run.get_task_instances(), key=lambda t: order.get(t.task_id, len(order)))
@@ -183,8 +182,8 @@ def run_dag_locally(
     result = DagRunResult(
         run_id=str(dag_run.run_id),
         state=_state(dag_run.state) or "unknown",
-        logical_date=logical.isoformat() if logical else None,
-        conf=dict(conf or {}),
+        logical_date=logical.isoformat(),
+        conf=run_conf,
         tasks=tasks,
         wall_s=wall,
     )
@@ -193,18 +192,12 @@ def run_dag_locally(
     return result
 
 
-def run_dag_in_child(
-    settings: Settings,
-    *,
-    conf: dict[str, Any] | None = None,
-    end: pd.Timestamp | str | datetime | None = None,
-) -> DagRunResult:
+def _run_in_child(settings: Settings, conf: dict[str, Any], logical: datetime) -> DagRunResult:
     """:func:`run_dag_locally` in a child process (``python -m rps.orchestration.local_run``).
 
     Raises:
         RuntimeError: the child exited without a result (its stderr tail is in the message).
     """
-    stamp = _logical_date(end if end is not None else current_time(settings))
     with tempfile.TemporaryDirectory(prefix="rps-dag-run-") as tmp:
         result_file = Path(tmp) / "result.json"
         command = [
@@ -212,12 +205,12 @@ def run_dag_in_child(
             "-m",
             "rps.orchestration.local_run",
             "--conf",
-            json.dumps(dict(conf or {})),
+            json.dumps(conf),
             "--result-file",
             str(result_file),
+            "--end",
+            logical.isoformat(),
         ]
-        if stamp is not None:
-            command += ["--end", stamp.isoformat()]
         env = {**os.environ, **settings_env(settings)}
         done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
         if not result_file.is_file():

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import pandas as pd
 
-from rps.models.tracking import get_client
+from rps.models.tracking import finished_runs, get_client
 from rps.orchestration import DAG_ID
 
 if TYPE_CHECKING:
@@ -362,22 +362,13 @@ def find_training_run(
     """A finished training run of this dataset, params, code and drift setting (its id).
 
     Reruns of an interval reuse it instead of training (and registering) again."""
-    client = get_client(settings)
-    experiment = client.get_experiment_by_name(settings.mlflow_experiment)
-    if experiment is None:
-        return None
-    runs = client.search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.`rps.dataset_md5` = '{dataset_md5}' and tags.`{RUN_TAG_PARAMS}` = "
-            f"'{params_sha}' and tags.`rps.code_sha` = '{code_sha}' "
-            f"and tags.`rps.orchestration.drift` = '{drift}' "
-            "and attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=5,
-    )
-    for run in runs:
+    tags = {
+        "rps.dataset_md5": dataset_md5,
+        RUN_TAG_PARAMS: params_sha,
+        "rps.code_sha": code_sha,
+        "rps.orchestration.drift": drift,
+    }
+    for run in finished_runs(settings, settings.mlflow_experiment, tags, max_results=5):
         if "rps.model_uri" in run.data.tags:
             return str(run.info.run_id)
     return None

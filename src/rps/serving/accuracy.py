@@ -74,12 +74,15 @@ class ErrorTest:
     threshold: float = 30.0
 
 
-def error_cusum(errors: np.ndarray, *, scale: float, allowance: float, cap: float) -> float:
-    """The current value of a one-sided CUSUM on standardised squared errors.
+def error_cusum_path(
+    errors: np.ndarray, *, scale: float, allowance: float, cap: float
+) -> np.ndarray:
+    """A one-sided CUSUM on standardised squared errors, after each error.
 
     ``g_t = max(0, g_{t-1} + min((e_t / scale)^2, cap) - 1 - allowance)``, ``g_0 = 0``: it
     stays near 0 while the errors are as large as at training time and grows by the excess
-    while they are larger.
+    while they are larger. The hour after ``g`` last stood at 0 is the classic estimate of when
+    the errors grew.
 
     Args:
         errors: Forecast errors in target-time order.
@@ -93,10 +96,22 @@ def error_cusum(errors: np.ndarray, *, scale: float, allowance: float, cap: floa
     if not scale > 0:
         raise ValueError(f"error_cusum needs a positive scale, got {scale}")
     steps = np.minimum((np.asarray(errors, dtype=float) / scale) ** 2, cap) - 1.0 - allowance
+    path = np.empty(len(steps))
     value = 0.0
-    for step in steps.tolist():
+    for i, step in enumerate(steps.tolist()):
         value = max(0.0, value + step)
-    return value
+        path[i] = value
+    return path
+
+
+def error_cusum(errors: np.ndarray, *, scale: float, allowance: float, cap: float) -> float:
+    """The current value of :func:`error_cusum_path` (0 without errors).
+
+    Raises:
+        ValueError: ``scale`` is not positive.
+    """
+    path = error_cusum_path(errors, scale=scale, allowance=allowance, cap=cap)
+    return float(path[-1]) if path.size else 0.0
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ import pandas as pd
 import pytest
 
 from rps.models.adaptation import (
+    detector_onset,
     estimate_onset,
     is_drift_reason,
     recency_weights,
     recent_holdout,
 )
 from rps.models.splits import prepare_data
+from rps.serving.accuracy import ErrorTest
 
 
 def hourly(n: int) -> pd.DatetimeIndex:
@@ -47,6 +49,79 @@ def test_no_onset_when_the_errors_do_not_rise() -> None:
     errors = np.r_[np.full(150, 4.0), np.full(150, 1.0)]  # the errors fell
     assert estimate_onset(times, errors) is None
     assert estimate_onset(times[:10], np.ones(10)) is None  # too short to tell
+
+
+TEST = ErrorTest(allowance=1.0, cap=16.0, threshold=30.0)
+
+
+def onset_of(ratios: np.ndarray, errors: np.ndarray, times: pd.DatetimeIndex) -> pd.Timestamp:
+    found = detector_onset(
+        times, ratios, errors, window=6, horizon_hours=6, error_test=TEST, error_scale=1.0
+    )
+    assert found is not None
+    return found
+
+
+def test_the_detector_onset_is_the_first_row_of_the_first_window_over_its_limit() -> None:
+    times = hourly(400)
+    ratios = np.full(400, 0.5)
+    ratios[303:] = 2.0  # the window ending at 303 is the first over its limit
+    errors = np.zeros(400)
+    assert onset_of(ratios, errors, times) == times[303 - 5]
+
+
+def test_the_detector_onset_is_where_the_error_cusum_last_stood_at_zero() -> None:
+    times = hourly(400)
+    ratios = np.full(400, 0.5)
+    errors = np.ones(400)  # at training accuracy: the CUSUM stays at 0
+    errors[250:] = 3.0  # 9 - 2 = 7 a step: crosses 30 on the 5th error
+    # errors are realised 6 h after their issue hour: the evidence starts at 250's target hour
+    assert onset_of(ratios, errors, times) == times[250] + pd.Timedelta(hours=6)
+
+
+def test_the_detector_onset_belongs_to_the_last_episode_of_crossings() -> None:
+    times = hourly(400)
+    ratios = np.full(400, 0.5)
+    ratios[100:104] = 1.5  # a blip, more than a day before the drift: another episode
+    ratios[300:] = 1.5
+    ratios[320:330] = 0.8  # a lull of hours inside the episode does not split it
+    errors = np.full(400, np.nan)  # nothing realised yet
+    assert onset_of(ratios, errors, times) == times[300 - 5]
+
+
+def test_a_check_over_its_limit_from_the_start_places_no_onset() -> None:
+    """A reference that does not fit the season: crossing all along, nothing changed."""
+    times = hourly(400)
+    ratios = np.full(400, 5.0)
+    ratios[:5] = np.nan  # the first window fills at hour 5
+    errors = np.ones(400)
+    errors[250:] = 3.0  # ... while the errors do show when something changed
+    assert onset_of(ratios, errors, times) == times[250] + pd.Timedelta(hours=6)
+
+
+def test_the_onset_is_the_earliest_start_of_the_kinds_of_check() -> None:
+    times = hourly(400)
+    ratios = np.full(400, 0.5)
+    ratios[280:] = 2.0  # input evidence from 275
+    errors = np.ones(400)
+    errors[250:] = 3.0  # error evidence from 250 + 6 h
+    assert onset_of(ratios, errors, times) == times[256]
+    errors[250:270] = 1.0  # error evidence from 270 + 6 h
+    assert onset_of(ratios, errors, times) == times[275]
+
+
+def test_no_detector_onset_when_no_check_crossed() -> None:
+    times = hourly(200)
+    found = detector_onset(
+        times,
+        np.full(200, np.nan),
+        np.ones(200),
+        window=6,
+        horizon_hours=6,
+        error_test=TEST,
+        error_scale=1.0,
+    )
+    assert found is None
 
 
 def test_recent_holdout_is_at_most_half_the_post_onset_rows_and_keeps_the_gap() -> None:

@@ -114,3 +114,45 @@ def test_start_reports_a_server_that_exits(tmp_path: Path) -> None:
             binary="/bin/false",
             ready_timeout=10,
         )
+
+
+@pytest.mark.parametrize(
+    ("start", "name", "own_flags"),
+    [
+        (
+            promconfig.start_prometheus,
+            "prometheus",
+            ["--storage.tsdb.path={data_dir}/tsdb", "--web.enable-lifecycle"],
+        ),
+        (
+            promconfig.start_alertmanager,
+            "alertmanager",
+            ["--storage.path={data_dir}/data", "--cluster.listen-address="],
+        ),
+    ],
+)
+def test_start_passes_each_server_its_own_flags(
+    start: object, name: str, own_flags: list[str], tmp_path: Path
+) -> None:
+    """It runs the binary with the config file, the address, the server's own flags and extras."""
+    fake = tmp_path / "fake-server"
+    fake.write_text('#!/bin/sh\nfor arg in "$@"; do echo "ARG $arg"; done\nexit 1\n')
+    fake.chmod(0o755)
+    data_dir = (tmp_path / "data").resolve()
+    with pytest.raises(promconfig.ProcessStartError, match="exited with code 1") as raised:
+        start(  # type: ignore[operator]
+            port=19999,
+            data_dir=data_dir,
+            config_text="x: 1\n",
+            binary=str(fake),
+            extra_args=["--extra"],
+            ready_timeout=10,
+        )
+    args = [line[4:] for line in str(raised.value).splitlines() if line.startswith("ARG ")]
+    assert args == [
+        f"--config.file={data_dir / (name + '.yml')}",
+        "--web.listen-address=127.0.0.1:19999",
+        *(flag.format(data_dir=data_dir) for flag in own_flags),
+        "--extra",
+    ]
+    assert (data_dir / f"{name}.yml").read_text() == "x: 1\n"

@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rps.serving.accuracy import ErrorTest, LoggedPrediction, PredictionLog, error_cusum
+from rps.serving.accuracy import (
+    ErrorTest,
+    LoggedPrediction,
+    PredictionLog,
+    error_cusum,
+    error_cusum_path,
+)
 
 HOUR = 3600
 
@@ -105,3 +111,12 @@ def test_live_accuracy_reports_the_error_drift_ratio_in_target_time_order(tmp_pa
     early.log([_prediction(k, 10.0 + e) for k, e in enumerate(reversed(errors))])
     early.record_actuals([((k + 6) * HOUR, 10.0) for k in range(len(errors))])
     assert early.live_accuracy(error_scale=1.0).error_drift == pytest.approx(1.5)
+
+
+def test_error_cusum_path_rises_with_the_excess_and_resets_at_zero() -> None:
+    errors = np.array([1.0, 3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0])
+    path = error_cusum_path(errors, scale=1.0, allowance=1.0, cap=16.0)
+    # steps: -1, +7, +7, then -2 each: 0, 7, 14, 12, 10, 8, 6, 4
+    assert path.tolist() == [0.0, 7.0, 14.0, 12.0, 10.0, 8.0, 6.0, 4.0]
+    assert error_cusum(errors, scale=1.0, allowance=1.0, cap=16.0) == path[-1]
+    assert error_cusum(np.array([]), scale=1.0, allowance=1.0, cap=16.0) == 0.0

@@ -38,10 +38,13 @@ def test_the_pyfunc_closure_holds_the_bundle_modules_and_nothing_of_the_pipeline
 
 
 def test_imports_inside_functions_and_under_type_checking_are_not_followed() -> None:
-    """forecasters imports the feature spec for type checking only; the features package
+    """The feature spec imports the params for type checking only; the features package
     imports its pandas builder inside ``__getattr__``."""
+    assert import_closure("rps.features.spec") == ["rps", "rps.features", "rps.features.spec"]
     assert import_closure("rps.models.forecasters") == [
         "rps",
+        "rps.features",
+        "rps.features.spec",
         "rps.files",
         "rps.models",
         "rps.models.forecasters",

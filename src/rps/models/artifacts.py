@@ -123,7 +123,7 @@ def model_signature(names: Sequence[str]) -> Any:
 #: code as :mod:`rps.models.pyfunc_code` stages it: NumPy, pandas, filelock)
 SERVE_DISTRIBUTIONS = ("mlflow-skinny", "numpy", "pandas", "filelock")
 #: what a model kind adds (the other kinds predict with NumPy alone)
-KIND_DISTRIBUTIONS = {"lightgbm": ("lightgbm",)}
+KIND_DISTRIBUTIONS = {"lightgbm": ("lightgbm",), "lightgbm_horizons": ("lightgbm",)}
 
 
 def pip_requirements(kind: str) -> list[str]:

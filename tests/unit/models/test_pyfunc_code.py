@@ -63,6 +63,7 @@ def test_requirements_pin_what_serving_a_kind_needs_and_not_rps() -> None:
     assert names == ["mlflow-skinny", "numpy", "pandas", "filelock", "lightgbm"]
     assert all("==" in pin for pin in lightgbm)
     assert "lightgbm" not in [pin.split("==")[0] for pin in pip_requirements("linear")]
+    assert pip_requirements("lightgbm_horizons") == lightgbm  # the trajectory's group models
 
 
 @pytest.mark.slow  # a fresh interpreter importing MLflow

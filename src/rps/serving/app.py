@@ -61,6 +61,7 @@ def _install_error_handlers(app: FastAPI, service: PredictionService) -> None:
 
     @app.exception_handler(UnavailableError)
     async def on_unavailable(request: Request, exc: UnavailableError) -> OrjsonResponse:
+        count(request, "no_model")
         return OrjsonResponse({"detail": str(exc)}, status_code=503)
 
     @app.exception_handler(StarletteHTTPException)

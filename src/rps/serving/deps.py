@@ -19,10 +19,15 @@ _bearer = HTTPBearer(
 )
 
 
-async def get_service(request: Request) -> PredictionService:
+def current_service(request: Request) -> PredictionService:
     """The app's prediction service."""
     service: PredictionService = request.app.state.service
     return service
+
+
+async def get_service(request: Request) -> PredictionService:
+    """The app's prediction service (as a dependency)."""
+    return current_service(request)
 
 
 ServiceDep = Annotated[PredictionService, Depends(get_service)]

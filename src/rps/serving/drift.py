@@ -236,29 +236,19 @@ class DriftMonitor:
         Returns:
             A new snapshot when one was computed, else None.
         """
-        if rows.shape[0] and self._count:
-            previous = self._rows[(self._next - 1) % self.window_size]
-            keep = ~np.all(rows == np.vstack([previous, rows[:-1]]), axis=1)
-            rows, ood_rows, predictions = rows[keep], ood_rows[keep], predictions[keep]
-        elif rows.shape[0] > 1:
-            keep = np.concatenate([[True], ~np.all(rows[1:] == rows[:-1], axis=1)])
-            rows, ood_rows, predictions = rows[keep], ood_rows[keep], predictions[keep]
-        k = rows.shape[0]
-        if k == 0:
-            return None
-        if k >= self.window_size:
-            self._rows[:] = rows[-self.window_size :]
-            self._ood[:] = ood_rows[-self.window_size :]
-            self._predictions[:] = predictions[-self.window_size :]
-            self._next = 0
-            self._count = self.window_size
+        if rows.shape[0] == 1:  # one request, one row: the hot path, without temporaries
+            if self._count and np.array_equal(rows[0], self._rows[self._next - 1]):
+                return None
+            self._rows[self._next] = rows[0]
+            self._ood[self._next] = ood_rows[0]
+            self._predictions[self._next] = predictions[0]
+            self._next = (self._next + 1) % self.window_size
+            self._count = min(self._count + 1, self.window_size)
+            k = 1
         else:
-            slots = (self._next + np.arange(k)) % self.window_size
-            self._rows[slots] = rows
-            self._ood[slots] = ood_rows
-            self._predictions[slots] = predictions
-            self._next = int((self._next + k) % self.window_size)
-            self._count = min(self._count + k, self.window_size)
+            k = self._store(rows, ood_rows, predictions)
+            if k == 0:
+                return None
         self._pending += k
         if self._count < self.min_samples:
             return None
@@ -270,6 +260,31 @@ class DriftMonitor:
         ):
             return self.compute()
         return None
+
+    def _store(self, rows: np.ndarray, ood_rows: np.ndarray, predictions: np.ndarray) -> int:
+        """Add a batch of rows to the ring, each unless equal to the row before it; return k."""
+        if rows.shape[0] and self._count:
+            previous = self._rows[(self._next - 1) % self.window_size]
+            keep = ~np.all(rows == np.vstack([previous, rows[:-1]]), axis=1)
+            rows, ood_rows, predictions = rows[keep], ood_rows[keep], predictions[keep]
+        elif rows.shape[0] > 1:
+            keep = np.concatenate([[True], ~np.all(rows[1:] == rows[:-1], axis=1)])
+            rows, ood_rows, predictions = rows[keep], ood_rows[keep], predictions[keep]
+        k = rows.shape[0]
+        if k >= self.window_size:
+            self._rows[:] = rows[-self.window_size :]
+            self._ood[:] = ood_rows[-self.window_size :]
+            self._predictions[:] = predictions[-self.window_size :]
+            self._next = 0
+            self._count = self.window_size
+        elif k:
+            slots = (self._next + np.arange(k)) % self.window_size
+            self._rows[slots] = rows
+            self._ood[slots] = ood_rows
+            self._predictions[slots] = predictions
+            self._next = int((self._next + k) % self.window_size)
+            self._count = min(self._count + k, self.window_size)
+        return int(k)
 
     def refresh(self) -> DriftSnapshot | None:
         """Recompute now if rows arrived since the last computation (e.g. before a scrape)."""

@@ -6,9 +6,10 @@ from fastapi import APIRouter
 
 from rps.serving.deps import ServiceDep
 from rps.serving.responses import errors
+from rps.serving.routing import OrjsonRoute
 from rps.serving.schemas import FeedbackRequest, FeedbackResponse
 
-router = APIRouter(tags=["monitoring"])
+router = APIRouter(tags=["monitoring"], route_class=OrjsonRoute)
 
 
 @router.post(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
-from rps.serving.deps import ModelDep, ServiceDep
+from rps.serving.deps import current_service
 from rps.serving.responses import OrjsonResponse, errors
+from rps.serving.routing import OrjsonRoute
 from rps.serving.schemas import PredictRequest, PredictResponse
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(tags=["predictions"], route_class=OrjsonRoute)
 
 
 @router.post(
@@ -17,7 +18,7 @@ router = APIRouter(tags=["predictions"])
     responses=errors(413, 503),
     summary="Forecast feature rows or an observation window",
 )
-async def predict(body: PredictRequest, service: ServiceDep, model: ModelDep) -> OrjsonResponse:
+async def predict(body: PredictRequest, request: Request) -> OrjsonResponse:
     """Forecast the target ``horizon_hours`` ahead.
 
     Send either ``rows`` (every feature of the model per row, at most ``max_batch_rows``) or
@@ -27,6 +28,10 @@ async def predict(body: PredictRequest, service: ServiceDep, model: ModelDep) ->
     (1 .. the model's ``max_horizon_hours``; only the model's own horizon is logged). Each
     forecast comes with its interval and the features that lie outside the training range.
     """
+    # the service and model are read here, not through Depends: resolving two dependencies per
+    # request cost more than the rest of FastAPI's request handling (bench/bench_serving.py)
+    service = current_service(request)
+    model = service.current_model()  # no model: UnavailableError, a 503
     horizon = body.horizon_hours  # None with rows: their features hold their lead time
     if body.rows is not None:
         matrix = service.rows_to_matrix(model, body.rows)

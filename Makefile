@@ -25,8 +25,8 @@ demo-loop: install ## The closed loop on an accelerated clock: drift -> alert ->
 	$(RUN) rps demo-loop
 
 .PHONY: test
-test: install ## The whole test suite with coverage (slow tests included)
-	$(RUN) pytest --cov --cov-report=term --cov-report=xml --cov-fail-under=80
+test: install ## The whole test suite with coverage (slow tests included), on 2 xdist workers
+	$(RUN) pytest -n 2 --dist loadgroup --cov --cov-report=term --cov-report=xml --cov-fail-under=80
 
 .PHONY: test-fast
 test-fast: install ## The suite without the slow tests

@@ -18,7 +18,13 @@ import pytest
 from tests.production.conftest import MLFLOW_BUCKET, Airflow, Stack
 from tests.production.servers import wait_until
 
-pytestmark = [pytest.mark.production, pytest.mark.slow, pytest.mark.timeout(1500)]
+# the heaviest tests (a whole server stack each) share one xdist worker, one at a time
+pytestmark = [
+    pytest.mark.production,
+    pytest.mark.slow,
+    pytest.mark.timeout(1500),
+    pytest.mark.xdist_group("heavy"),
+]
 
 RUN_TIMEOUT_S = 900.0
 TERMINAL = {"success", "failed"}

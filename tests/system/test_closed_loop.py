@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
+# one xdist worker runs the heaviest tests one at a time (see tests/production/test_topology.py)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400), pytest.mark.xdist_group("heavy")]
 
 
 def test_drift_ends_with_a_new_champion_on_every_worker_and_no_failed_request(

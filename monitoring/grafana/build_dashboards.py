@@ -584,9 +584,9 @@ def model_performance() -> dict[str, Any]:
                             "{{variable}}",
                         )
                     ],
-                    "Hours temperature, dew point or humidity has kept the same value while "
-                    "the implied minus measured dew point moved by 1 degC or more; SensorStuck "
-                    "fires at 4 (no retraining: the sensor needs fixing).",
+                    "Hours the temperature has kept the same value while the implied minus "
+                    "measured dew point moved by 1 degC or more; SensorStuck fires at 4 (no "
+                    "retraining: the sensor needs fixing).",
                     threshold=4.0,
                     minimum=0,
                 ),

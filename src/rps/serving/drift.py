@@ -12,9 +12,9 @@ recomputes, every ``recompute_every`` rows or ``recompute_seconds`` (never per r
   its limit (above 1: drift): ``seasonal_anomaly`` (the largest per-feature ``|mean anomaly|``
   against the feature's calendar-conditioned climatology) and ``humidity_consistency``
   (the window median of implied minus measured dew point);
-* over the whole ring, per humidity variable, the hours its value has been unchanged while the
-  humidity residual moved (``stuck``, :func:`rps.serving.seasonal.stuck_hours`): a sensor
-  fault, published apart from the drift checks and alerted on by its own rule.
+* over the whole ring, the hours the temperature has been unchanged while the humidity
+  residual moved (``stuck``, :func:`rps.serving.seasonal.stuck_hours`): a sensor fault,
+  published apart from the drift checks and alerted on by its own rule.
 
 A bundle without a seasonal reference (trained before it existed) gets the range check and
 the ratios over the ring only. The forecast-error check runs on the shared prediction log
@@ -129,8 +129,8 @@ class DriftSnapshot:
         window: Rows behind ``checks`` and ``feature_anomaly`` (0: not computed yet).
         checks: Per check of :data:`CHECKS`, its value over its limit (above 1: drift).
         feature_anomaly: Per tracked feature, ``|mean anomaly|`` over its limit.
-        stuck: Per humidity variable, the newest rows over which it stayed unchanged while the
-            humidity residual moved (0: not stuck); not a drift check.
+        stuck: Keyed by ``temperature_2m``, the newest rows over which the temperature stayed
+            unchanged while the humidity residual moved (0: not stuck); not a drift check.
     """
 
     samples: int

@@ -260,7 +260,7 @@ class ServingMetrics:
         )
         self.sensor_stuck = Gauge(
             "sensor_stuck_hours",
-            "Hours a humidity variable has been unchanged while the humidity residual moved.",
+            "Hours the temperature has been unchanged while the humidity residual moved.",
             ["variable"],
             registry=registry,
             multiprocess_mode="livemostrecent",

@@ -13,16 +13,19 @@ always differs from a whole training year. The reference therefore describes eac
   over the window (one storm hour cannot move it). Weather moves the three sensors together;
   a biased, stuck or delayed sensor breaks it.
 
-* **stuck sensor** (:func:`stuck_hours`, not a drift check: it feeds its own alert): per
-  humidity variable, the hours its value has been unchanged, counted only once the humidity
-  residual above moved by :data:`STUCK_MIN_MOVE` degC or more over those hours. A plain
-  flatline ("unchanged for N hours while another variable moves") cannot tell a stuck sensor
-  from calm weather in the replayed recording, which is gap-filled with constant runs of up to
-  16 h: temperature alone fires 24 times a year at N = 6 and 58 at N = 4. When temperature is
-  really constant, the humidity moves with the dew point and the residual stays put; when the
-  temperature sensor is stuck, the residual follows the real temperature it misses. Over the
-  three variables, at 4 h: 4 starts on the clean replay year; a stuck temperature shows within
-  6 h at every onset of ``bench/bench_drift.py``.
+* **stuck sensor** (:func:`stuck_hours`, not a drift check: it feeds its own alert): the
+  hours the temperature (the target's sensor) has been unchanged, counted only once the
+  humidity residual above moved by :data:`STUCK_MIN_MOVE` degC or more over those hours. A
+  plain flatline ("unchanged for N hours while another variable moves") cannot tell a stuck
+  sensor from calm weather in the replayed recording, which is gap-filled with constant runs
+  of up to 16 h: temperature alone fires 24 times a year at N = 6 and 58 at N = 4. When
+  temperature is really constant, the humidity moves with the dew point and the residual stays
+  put; when the temperature sensor is stuck, the residual follows the real temperature it
+  misses. Dew point and humidity are not watched: a drifted temperature moves the residual
+  while they sit still for hours, so their flat runs would raise the alert in real drift
+  (and hold back the retraining it needs); a stuck one still moves the residual, so a real
+  temperature plateau can then count. At 4 h: about 1 start on the clean replay year; a
+  stuck temperature shows within 6 h at every onset of ``bench/bench_drift.py``.
 
 Each check's limit is calibrated on the training rows (in time order) as a margin (1.5 for
 the anomalies, 1.2 for the humidity gap) times the largest value the check reached over any
@@ -215,14 +218,12 @@ class SeasonalReference:
         return result
 
     def stuck(self, rows: np.ndarray) -> dict[str, int]:
-        """Per humidity variable, :func:`stuck_hours` of consecutive rows (empty without them)."""
+        """:func:`stuck_hours` of the temperature in consecutive rows, keyed by its name
+        (empty without the humidity variables)."""
         if not self.humidity.size:
             return {}
-        residual = self.humidity_residual(rows)
-        return {
-            name: stuck_hours(rows[:, k], residual)
-            for name, k in zip(HUMIDITY, self.humidity.tolist(), strict=True)
-        }
+        temperature = HUMIDITY[0]
+        return {temperature: stuck_hours(rows[:, self.humidity[0]], self.humidity_residual(rows))}
 
     def humidity_residual(self, rows: np.ndarray) -> np.ndarray:
         """``(n,)`` implied minus measured dew point of each row's hour (degC)."""

@@ -1,4 +1,4 @@
-"""The stuck-sensor check: a humidity variable unchanged while the humidity residual moves."""
+"""The stuck-sensor check: the temperature unchanged while the humidity residual moves."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from rps.serving.seasonal import (
     SEASONAL_KEY,
     SeasonalReference,
     build_reference,
-    implied_dew_point,
     stuck_hours,
 )
 
@@ -38,19 +37,53 @@ def observations(recording: pd.DataFrame) -> pd.DataFrame:
     return source.fetch(pd.Timestamp("2025-01-01", tz="UTC"), end).frame
 
 
-def _hourly_stuck(frame: pd.DataFrame, history: int = 48) -> np.ndarray:
-    """Per hour, the largest stuck_hours of the three humidity variables (trailing rows)."""
-    values = frame[list(HUMIDITY)].to_numpy(dtype=float)
-    residual = implied_dew_point(values[:, 0], values[:, 2]) - values[:, 1]
-    out = np.zeros(len(values), dtype=int)
-    for i in range(1, len(values)):
-        lo = max(0, i - history + 1)
-        out[i] = max(stuck_hours(values[lo : i + 1, k], residual[lo : i + 1]) for k in range(3))
+@pytest.fixture(scope="module")
+def served(observations: pd.DataFrame) -> tuple[list[str], SeasonalReference]:
+    """The model's feature order and the seasonal reference of its first 2000 feature rows."""
+    params: Params = load_params(PARAMS_FILE)
+    spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
+    features = build_features(observations, spec, with_target=False).dropna()
+    names = spec.feature_names
+    profile = ReferenceProfile.build(
+        names, {SEASONAL_KEY: build_reference(features[names].iloc[:2000])}
+    )
+    assert isinstance(profile.seasonal, SeasonalReference)
+    return names, profile.seasonal
+
+
+def _hourly_stuck(
+    served: tuple[list[str], SeasonalReference], frame: pd.DataFrame, history: int = 48
+) -> np.ndarray:
+    """Per hour, the largest count of ``SeasonalReference.stuck`` over the trailing rows (the
+    observed humidity variables placed at their feature columns)."""
+    names, reference = served
+    rows = np.full((len(frame), len(names)), np.nan)
+    for name in HUMIDITY:
+        rows[:, names.index(name)] = frame[name].to_numpy(dtype=float)
+    out = np.zeros(len(rows), dtype=int)
+    for i in range(1, len(rows)):
+        out[i] = max(reference.stuck(rows[max(0, i - history + 1) : i + 1]).values())
     return out
 
 
 def _starts(firing: np.ndarray) -> int:
     return int(firing[0]) + int(np.sum(firing[1:] & ~firing[:-1]))
+
+
+def _onsets() -> list[pd.Timestamp]:
+    """Twelve onsets spread over the year and the hours of the day."""
+    first = pd.Timestamp("2025-01-20 05:00", tz="UTC")
+    return [first + pd.Timedelta(days=29 * k, hours=7 * k) for k in range(12)]
+
+
+def _around(observations: pd.DataFrame, onset: pd.Timestamp, scenario: dict) -> pd.DataFrame:
+    """Two days before to two days after ``onset``, with ``scenario`` applied from it."""
+    drift = DriftScenario.model_validate({**scenario, "start": onset.isoformat()})
+    part = observations[
+        (observations.time >= onset - pd.Timedelta(days=2))
+        & (observations.time <= onset + pd.Timedelta(hours=48))
+    ]
+    return apply_drift(part.reset_index(drop=True), drift)
 
 
 def test_stuck_hours_counts_equal_rows_only_while_the_residual_moves() -> None:
@@ -63,35 +96,61 @@ def test_stuck_hours_counts_equal_rows_only_while_the_residual_moves() -> None:
     assert stuck_hours(np.array([3.0, 3.0, 3.0]), np.array([0.0, np.nan, 1.0])) == 2
 
 
-def test_quiet_on_the_clean_recording(observations: pd.DataFrame) -> None:
-    """The gap-filled constant runs of 2025 give far fewer alerts than one per 30 days."""
-    stuck = _hourly_stuck(observations)
-    per_30_days = _starts(stuck >= ALERT_HOURS) * 30 * 24 / len(stuck)
-    assert per_30_days <= 1.0, per_30_days
+def test_quiet_on_the_clean_recording(
+    observations: pd.DataFrame, served: tuple[list[str], SeasonalReference]
+) -> None:
+    """The gap-filled constant runs of 2025 start the alert at most twice in the year."""
+    stuck = _hourly_stuck(served, observations)
+    assert _starts(stuck >= ALERT_HOURS) <= 2, _starts(stuck >= ALERT_HOURS)
 
 
-@pytest.mark.parametrize("variable", ["temperature_2m", "dew_point_2m"])
-def test_a_stuck_sensor_shows_within_hours(observations: pd.DataFrame, variable: str) -> None:
-    """Stuck at twelve onsets over the year and the hours of the day: reported at every one
-    within 12 h, at all but one within 6 h (a winter-midnight onset waits for the real value
-    to move: 10-11 h)."""
+def test_a_stuck_temperature_shows_within_hours(
+    observations: pd.DataFrame, served: tuple[list[str], SeasonalReference]
+) -> None:
+    """Temperature stuck at twelve onsets over the year and the hours of the day: reported at
+    every one within 12 h, at all but one within 6 h (a winter-midnight onset waits for the
+    real value to move: 10 h)."""
     delays = []
-    for k in range(12):
-        onset = pd.Timestamp("2025-01-20 05:00", tz="UTC") + pd.Timedelta(days=29 * k, hours=7 * k)
-        scenario = DriftScenario.model_validate(
-            {"kind": "stuck", "variables": [variable], "start": onset.isoformat()}
-        )
-        part = observations[
-            (observations.time >= onset - pd.Timedelta(days=2))
-            & (observations.time <= onset + pd.Timedelta(hours=48))
-        ]
-        drifted = apply_drift(part.reset_index(drop=True), scenario)
-        stuck = _hourly_stuck(drifted)
+    for onset in _onsets():
+        drifted = _around(observations, onset, {"kind": "stuck", "variables": ["temperature_2m"]})
+        stuck = _hourly_stuck(served, drifted)
         after = np.flatnonzero((drifted.time >= onset).to_numpy() & (stuck >= ALERT_HOURS))
         assert after.size, onset
         delays.append((drifted.time.iloc[after[0]] - onset) / pd.Timedelta(hours=1))
     assert max(delays) <= 12, delays
     assert sum(d <= 6 for d in delays) >= 11, delays
+
+
+@pytest.mark.parametrize(
+    ("scenario", "most"),
+    [
+        ({"kind": "stuck", "variables": ["dew_point_2m"]}, 1),
+        ({"kind": "stuck", "variables": ["relative_humidity_2m"]}, 1),
+        ({"kind": "mean_shift", "variables": ["temperature_2m"], "magnitude": 5.0}, 0),
+        ({"kind": "variance", "variables": ["temperature_2m"], "magnitude": 2.0}, 0),
+        ({"kind": "daily_cycle", "variables": ["temperature_2m"], "magnitude": 6}, 3),
+    ],
+)
+def test_only_the_temperature_is_watched(
+    observations: pd.DataFrame,
+    served: tuple[list[str], SeasonalReference],
+    scenario: dict,
+    most: int,
+) -> None:
+    """Over the two days after each of the twelve onsets, a shifted or widened temperature never
+    reaches the alert. A stuck dew point or humidity is not counted, but the residual it moves
+    lets a real temperature plateau count (a 4 h one at 2025-11-11 03:00 UTC after the stuck
+    dew point of 2025-11-09); a 6 h late temperature replays the recording's plateaus against
+    the humidity of other hours (3 onsets; DataDriftDetected fires first, docs/BENCHMARKS.md)."""
+    names, reference = served
+    raised = []
+    for onset in _onsets():
+        drifted = _around(observations, onset, scenario)
+        stuck = _hourly_stuck(served, drifted)
+        if (stuck[(drifted.time >= onset).to_numpy()] >= ALERT_HOURS).any():
+            raised.append(onset)
+    assert len(raised) <= most, raised
+    assert list(reference.stuck(np.zeros((3, len(names))))) == ["temperature_2m"]
 
 
 def test_the_monitor_publishes_stuck_hours_apart_from_the_checks(
@@ -120,7 +179,7 @@ def test_the_monitor_publishes_stuck_hours_apart_from_the_checks(
     monitor.observe(rows[-7:], np.zeros(7, bool), np.zeros(7))
     snapshot = monitor.compute()
     assert snapshot.stuck["temperature_2m"] == 6
-    assert snapshot.stuck["dew_point_2m"] < ALERT_HOURS
+    assert set(snapshot.stuck) == {"temperature_2m"}  # dew point and humidity not watched
     assert "stuck" not in " ".join(snapshot.checks)
     runtime = RuntimeCollector(
         started_at=0.0,

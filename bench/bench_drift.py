@@ -12,7 +12,9 @@ with ``--reuse``), then replays hour by hour, through the code the API runs:
 * the alert rules on simulated time: DataDriftDetected fires in an hour when the worst check
   ratio (seasonal input checks and forecast error) is above 1 (its ``for: 5m`` is shorter than
   the hour the gauges hold); LiveAccuracyDegraded when live RMSE > 1.5 x holdout RMSE with at
-  least 48 joined predictions. An alert *starts* when it fires after an hour it did not.
+  least 48 joined predictions; SensorStuck (a sensor alert that does not retrain) when the
+  monitor's ``stuck`` hours reach the rule's threshold. An alert *starts* when it fires after
+  an hour it did not.
 
 Runs (a) the clean replay year (the champion's own year: its first ~80 % were training data,
 the rest its holdout) and (b) each drift scenario at 12 onsets spread over the year and over
@@ -52,6 +54,18 @@ GOAL_FALSE_PER_30D = 1.0
 GOAL_DELAY_H = 12
 GOAL_DELAY_SENSOR_H = 6
 RMSE_MATTERS = 1.25
+RULES = REPO_ROOT / "monitoring" / "prometheus" / "rules" / "alerts.yml"
+
+
+def stuck_threshold() -> float:
+    """SensorStuck's threshold in hours, read from the rule in force."""
+    import re
+
+    found = re.search(r"sensor_stuck_hours\{[^}]*\}\)\s*>=\s*([0-9.]+)", RULES.read_text())
+    if found is None:
+        raise SystemExit(f"no SensorStuck rule in {RULES}")
+    return float(found.group(1))
+
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "bias T +3 degC": {"kind": "bias", "variables": ["temperature_2m"], "magnitude": 3.0},
@@ -83,6 +97,7 @@ class Replay:
     times: pd.DatetimeIndex
     drift: np.ndarray  # DataDriftDetected firing per hour
     accuracy: np.ndarray  # LiveAccuracyDegraded firing per hour
+    sensor: np.ndarray  # SensorStuck firing per hour
     worst_check: list[str]  # the check with the largest ratio per hour
     errors: pd.Series  # forecast errors by issue time
     refused: int  # hours whose row held NaN (the API answers 422)
@@ -159,6 +174,8 @@ def replay(
     names = spec.feature_names
     matrix = features[names].to_numpy(dtype=float)
     drift_firing, accuracy_firing, worst, errors, refused = [], [], [], {}, 0
+    sensor_firing: list[bool] = []
+    stuck_limit = stuck_threshold()
     for i, issue in enumerate(features.index):
         row = matrix[i : i + 1]
         stamp = int(issue.timestamp())
@@ -193,6 +210,8 @@ def replay(
             checks["forecast_error"] = live.error_drift
         top = max(checks.items(), key=lambda kv: kv[1]) if checks else ("", 0.0)
         worst.append(top[0])
+        stuck = max(snapshot.stuck.values(), default=0) if snapshot is not None else 0
+        sensor_firing.append(stuck >= stuck_limit)
         drift_firing.append(top[1] > 1.0)
         accuracy_firing.append(
             live.rmse is not None and live.samples >= 48 and live.rmse > 1.5 * holdout
@@ -202,6 +221,7 @@ def replay(
         times=features.index,
         drift=np.asarray(drift_firing, dtype=bool),
         accuracy=np.asarray(accuracy_firing, dtype=bool),
+        sensor=np.asarray(sensor_firing, dtype=bool),
         worst_check=worst,
         errors=pd.Series(errors, dtype=float),
         refused=refused,
@@ -250,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
             "DataDriftDetected": starts(clean.drift) * 30 / days,
             "LiveAccuracyDegraded": starts(clean.accuracy) * 30 / days,
         }
+        sensor_per_30 = starts(clean.sensor) * 30 / days
         causes = pd.Series(
             [c for c, f in zip(clean.worst_check, clean.drift, strict=True) if f]
         ).value_counts()
@@ -263,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         results = []
         for name, config in SCENARIOS.items():
             delays: list[float] = []
+            first_alerts: list[str] = []
             sq_clean: list[float] = []
             sq_drift: list[float] = []
             refused = 0
@@ -273,8 +295,17 @@ def main(argv: list[str] | None = None) -> int:
                 run_end = onset + pd.Timedelta(hours=AFTER_HOURS)
                 run = replay(served, params, drifted, start=run_start, end=run_end, tmp=tmp)
                 after = run.times >= onset
-                fired = np.flatnonzero(run.drift[after])
+                drift_at = np.flatnonzero(run.drift[after])
+                sensor_at = np.flatnonzero(run.sensor[after])
+                fired = np.flatnonzero(run.drift[after] | run.sensor[after])
                 delays.append(float(fired[0]) if fired.size else np.inf)
+                if fired.size:
+                    named = [
+                        n
+                        for n, at in (("DataDriftDetected", drift_at), ("SensorStuck", sensor_at))
+                        if at.size and at[0] == fired[0]
+                    ]
+                    first_alerts.append(" + ".join(named))
                 refused += run.refused
                 window = (clean.errors.index >= onset) & (clean.errors.index < run_end)
                 base = clean.errors[window].dropna()
@@ -295,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
                     "median": float(np.median(delay)),
                     "max": float(np.max(delay)),
                     "refused": refused / max(1, len(onsets) * (AFTER_HOURS + 24 * WARMUP_DAYS)),
+                    "first": ", ".join(
+                        f"{n} {c}" for n, c in pd.Series(first_alerts).value_counts().items()
+                    ),
                 }
             )
             log.info("%s: %s", name, results[-1])
@@ -325,7 +359,9 @@ def main(argv: list[str] | None = None) -> int:
         f"(window {served.profile.seasonal.window if served.profile.seasonal else '-'} h) and "
         f"`forecast_error` (CUSUM allowance {params.drift.error_allowance}, cap "
         f"{params.drift.error_cap}, threshold {params.drift.error_threshold}, over the newest "
-        f"{params.drift.live_accuracy_window} joined errors). Wall time {elapsed:.0f} s.",
+        f"{params.drift.live_accuracy_window} joined errors); the sensor check `stuck` "
+        f"(SensorStuck at {stuck_threshold():.0f} h, does not retrain). "
+        f"Wall time {elapsed:.0f} s.",
         "",
         f"Clean replay year ({days:.0f} days; about the first 80 % were the champion's "
         "training rows, the rest its holdout):",
@@ -342,17 +378,24 @@ def main(argv: list[str] | None = None) -> int:
             f"| {alert} | {starts(firing)} | {rate:.2f} | <= {GOAL_FALSE_PER_30D:.0f}: "
             f"{'met' if rate <= GOAL_FALSE_PER_30D else 'NOT met'} |"
         )
+    lines += [
+        "",
+        f"SensorStuck (a sensor alert, does not retrain; counted apart): {starts(clean.sensor)} "
+        f"starts on the clean year, {sensor_per_30:.2f} per 30 days.",
+    ]
     if len(causes):
         detail = ", ".join(f"{k} {v} h" for k, v in causes.items())
         lines += ["", f"Hours DataDriftDetected fired on the clean year, by worst check: {detail}."]
     lines += [
         "",
         f"Drift scenarios, {len(onsets)} onsets each (spread over the year and the hours of the "
-        f"day); delay = simulated hours from onset to the first hour DataDriftDetected fires; "
+        f"day); delay = simulated hours from onset to the first hour DataDriftDetected or "
+        "SensorStuck fires (first alert: which one, per onset); "
         f"RMSE ratio = champion RMSE on the drifted vs clean data, {AFTER_HOURS} h after onset:",
         "",
-        "| Scenario | RMSE ratio | Detected | Median delay (h) | Max delay (h) | Goal |",
-        "|---|---:|---:|---:|---:|---|",
+        "| Scenario | RMSE ratio | Detected | Median delay (h) | Max delay (h) | First alert "
+        "| Goal |",
+        "|---|---:|---:|---:|---:|---|---|",
     ]
     for row in results:
         name = row["scenario"]
@@ -360,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             name += f" ({row['refused']:.0%} of rows refused: NaN inputs)"
         lines.append(
             f"| {name} | {row['rmse_ratio']:.2f} | {row['detected']}/{row['runs']} | "
-            f"{hours(row['median'])} | {hours(row['max'])} | {verdict(row)} |"
+            f"{hours(row['median'])} | {hours(row['max'])} | {row['first'] or '-'} | "
+            f"{verdict(row)} |"
         )
     lines += [
         "",

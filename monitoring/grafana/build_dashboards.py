@@ -576,6 +576,21 @@ def model_performance() -> dict[str, Any]:
                     minimum=0,
                 ),
                 Panel(
+                    "Stuck sensors (SensorStuck)",
+                    "timeseries",
+                    [
+                        Query(
+                            f"max by (variable) (sensor_stuck_hours{{{JOB}}})",
+                            "{{variable}}",
+                        )
+                    ],
+                    "Hours the temperature has kept the same value while the implied minus "
+                    "measured dew point moved by 1 degC or more; SensorStuck fires at 4 (no "
+                    "retraining: the sensor needs fixing).",
+                    threshold=4.0,
+                    minimum=0,
+                ),
+                Panel(
                     "Out-of-distribution ratio",
                     "timeseries",
                     [Query(f"out_of_distribution_ratio{{{JOB}}}", "OOD ratio")],

@@ -47,7 +47,13 @@ INHIBIT_RULES: list[dict[str, Any]] = [
         "source_matchers": ['alertname="ServiceUnhealthy"'],
         "target_matchers": ['alertname=~"InferenceLatencyHigh|PredictionErrorsHigh"'],
         "equal": ["job"],
-    }
+    },
+    {
+        # a stuck sensor is fixed at the sensor: no retraining on the drift it causes
+        "source_matchers": ['alertname="SensorStuck"'],
+        "target_matchers": ['alertname=~"DataDriftDetected|LiveAccuracyDegraded"'],
+        "equal": ["job"],
+    },
 ]
 """Inhibition rules shared by the production and the loopback Alertmanager configuration."""
 

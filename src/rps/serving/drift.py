@@ -11,7 +11,10 @@ recomputes, every ``recompute_every`` rows or ``recompute_seconds`` (never per r
   bundle's seasonal reference, :mod:`rps.serving.seasonal`), two checks, each as a ratio to
   its limit (above 1: drift): ``seasonal_anomaly`` (the largest per-feature ``|mean anomaly|``
   against the feature's calendar-conditioned climatology) and ``humidity_consistency``
-  (the window median of implied minus measured dew point).
+  (the window median of implied minus measured dew point);
+* over the whole ring, the hours the temperature has been unchanged while the humidity
+  residual moved (``stuck``, :func:`rps.serving.seasonal.stuck_hours`): a sensor fault,
+  published apart from the drift checks and alerted on by its own rule.
 
 A bundle without a seasonal reference (trained before it existed) gets the range check and
 the ratios over the ring only. The forecast-error check runs on the shared prediction log
@@ -126,6 +129,8 @@ class DriftSnapshot:
         window: Rows behind ``checks`` and ``feature_anomaly`` (0: not computed yet).
         checks: Per check of :data:`CHECKS`, its value over its limit (above 1: drift).
         feature_anomaly: Per tracked feature, ``|mean anomaly|`` over its limit.
+        stuck: Keyed by ``temperature_2m``, the newest rows over which the temperature stayed
+            unchanged while the humidity residual moved (0: not stuck); not a drift check.
     """
 
     samples: int
@@ -134,6 +139,7 @@ class DriftSnapshot:
     window: int = 0
     checks: dict[str, float] = field(default_factory=dict)
     feature_anomaly: dict[str, float] = field(default_factory=dict)
+    stuck: dict[str, int] = field(default_factory=dict)
 
     def drifted(self) -> list[str]:
         """The checks above their limit."""
@@ -307,11 +313,13 @@ class DriftMonitor:
             return self.last
         checks: dict[str, float] = {}
         features: dict[str, float] = {}
+        stuck: dict[str, int] = {}
         window = 0
         seasonal = self.profile.seasonal
         if seasonal is not None and n >= seasonal.window:
             window = seasonal.window
             checks, features = input_checks(seasonal, self._newest(window))
+            stuck = seasonal.stuck(self._newest(n))
         self.last = DriftSnapshot(
             samples=n,
             ood_ratio=float(self._ood[:n].mean()),
@@ -319,6 +327,7 @@ class DriftMonitor:
             window=window,
             checks=checks,
             feature_anomaly=features,
+            stuck=stuck,
         )
         return self.last
 

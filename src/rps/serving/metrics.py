@@ -258,6 +258,13 @@ class ServingMetrics:
             registry=registry,
             multiprocess_mode="livemostrecent",
         )
+        self.sensor_stuck = Gauge(
+            "sensor_stuck_hours",
+            "Hours the temperature has been unchanged while the humidity residual moved.",
+            ["variable"],
+            registry=registry,
+            multiprocess_mode="livemostrecent",
+        )
         self.prediction_confidence = Histogram(
             "prediction_confidence",
             "Width of the prediction interval (upper - lower), in target units.",
@@ -327,6 +334,8 @@ class ServingMetrics:
             self.drift_check.labels(check=name).set(value)
         for name, value in snapshot.feature_anomaly.items():
             self.feature_anomaly.labels(feature_name=name).set(value)
+        for name, hours in snapshot.stuck.items():
+            self.sensor_stuck.labels(variable=name).set(hours)
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text and its content type."""

@@ -13,9 +13,19 @@ always differs from a whole training year. The reference therefore describes eac
   over the window (one storm hour cannot move it). Weather moves the three sensors together;
   a biased, stuck or delayed sensor breaks it.
 
-(A flatline check, "a value equal to its last hours", was left out: the replayed recording
-is gap-filled with constant runs of up to 16 h in every variable, so it would fire on clean
-data or never.)
+* **stuck sensor** (:func:`stuck_hours`, not a drift check: it feeds its own alert): the
+  hours the temperature (the target's sensor) has been unchanged, counted only once the
+  humidity residual above moved by :data:`STUCK_MIN_MOVE` degC or more over those hours. A
+  plain flatline ("unchanged for N hours while another variable moves") cannot tell a stuck
+  sensor from calm weather in the replayed recording, which is gap-filled with constant runs
+  of up to 16 h: temperature alone fires 24 times a year at N = 6 and 58 at N = 4. When
+  temperature is really constant, the humidity moves with the dew point and the residual stays
+  put; when the temperature sensor is stuck, the residual follows the real temperature it
+  misses. Dew point and humidity are not watched: a drifted temperature moves the residual
+  while they sit still for hours, so their flat runs would raise the alert in real drift
+  (and hold back the retraining it needs); a stuck one still moves the residual, so a real
+  temperature plateau can then count. At 4 h: about 1 start on the clean replay year; a
+  stuck temperature shows within 6 h at every onset of ``bench/bench_drift.py``.
 
 Each check's limit is calibrated on the training rows (in time order) as a margin (1.5 for
 the anomalies, 1.2 for the humidity gap) times the largest value the check reached over any
@@ -41,6 +51,8 @@ SEASONAL_KEY = "_seasonal"
 CALENDAR_COLUMNS = ("target_doy_sin", "target_doy_cos", "target_hour_sin", "target_hour_cos")
 HUMIDITY = ("temperature_2m", "dew_point_2m", "relative_humidity_2m")
 _SQRT_HALF_PI = math.sqrt(math.pi / 2)  # mean |N(0, s)| = s * sqrt(2 / pi)
+STUCK_MIN_MOVE = 1.0
+"""Humidity-residual range (degC) over a run of equal values that makes the run count."""
 
 
 class SeasonalReferenceError(ValueError):
@@ -101,6 +113,31 @@ def trailing_median(values: np.ndarray, window: int) -> np.ndarray:
     windows = np.lib.stride_tricks.sliding_window_view(padded, window)
     result: np.ndarray = np.nanmedian(windows, axis=1)
     return result
+
+
+def stuck_hours(values: np.ndarray, residual: np.ndarray, min_move: float = STUCK_MIN_MOVE) -> int:
+    """Trailing steps over which ``values`` did not change, if ``residual`` moved meanwhile.
+
+    Args:
+        values: ``(n,)`` one variable in arrival order (one row an hour in production).
+        residual: ``(n,)`` the humidity residual of the same rows (degC).
+        min_move: Range of ``residual`` over the run (its first row included) that makes it
+            count.
+
+    Returns:
+        The number of newest rows equal to the row before them, or 0 when there are none or
+        ``residual`` ranged less than ``min_move`` over them.
+    """
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or not np.isfinite(values[-1]):
+        return 0
+    changed = np.flatnonzero(values[1:] != values[:-1])
+    run = len(values) - 1 - (int(changed[-1]) + 1 if changed.size else 0)
+    if run == 0:
+        return 0
+    moved = residual[-run - 1 :]
+    moved = moved[np.isfinite(moved)]
+    return run if moved.size and float(moved.max() - moved.min()) >= min_move else 0
 
 
 @dataclass(frozen=True)
@@ -179,6 +216,14 @@ class SeasonalReference:
         scale = np.maximum(scale_design(calendar) @ self.scale, self.scale_floor)
         result: np.ndarray = (rows[:, self.columns] - level) / scale
         return result
+
+    def stuck(self, rows: np.ndarray) -> dict[str, int]:
+        """:func:`stuck_hours` of the temperature in consecutive rows, keyed by its name
+        (empty without the humidity variables)."""
+        if not self.humidity.size:
+            return {}
+        temperature = HUMIDITY[0]
+        return {temperature: stuck_hours(rows[:, self.humidity[0]], self.humidity_residual(rows))}
 
     def humidity_residual(self, rows: np.ndarray) -> np.ndarray:
         """``(n,)`` implied minus measured dew point of each row's hour (degC)."""

@@ -29,6 +29,7 @@ API_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "out_of_distribution_ratio": ("gauge", ()),
     "drift_check_ratio": ("gauge", ("check",)),
     "feature_anomaly_ratio": ("gauge", ("feature_name",)),
+    "sensor_stuck_hours": ("gauge", ("variable",)),
     "forecast_error_drift_ratio": ("gauge", ()),
     "prediction_variance": ("gauge", ()),
     "prediction_confidence": ("histogram", ()),
@@ -52,6 +53,7 @@ ALERT_NAMES = (
     "PredictionErrorsHigh",
     "DataStale",
     "PipelineFailed",
+    "SensorStuck",
 )
 
 _KEYWORDS = {

@@ -380,8 +380,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     lines += [
         "",
-        f"SensorStuck (a sensor alert, does not retrain; counted apart): {starts(clean.sensor)} "
-        f"starts on the clean year, {sensor_per_30:.2f} per 30 days.",
+        "SensorStuck (a sensor alert, does not retrain; counted apart): "
+        f"{starts(clean.sensor)} alert start(s) on the clean year, "
+        f"{sensor_per_30:.2f} per 30 days.",
     ]
     if len(causes):
         detail = ", ".join(f"{k} {v} h" for k, v in causes.items())

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,7 +44,7 @@ class DatasetVersion:
             git commits are disabled (``settings.dvc_git_commit``).
         remote: the DVC remote's URL at the time of versioning.
         storage_uri: the object's URI on that remote (``file://...`` or ``s3://...``).
-        created_at: when the version was registered (UTC).
+        created_at: when the version was registered (UTC; default: now).
         path_in_repo: the tracked file's path inside the DVC workspace.
     """
 
@@ -54,7 +54,7 @@ class DatasetVersion:
     git_rev: str | None
     remote: str
     storage_uri: str
-    created_at: datetime
+    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
     path_in_repo: str = PATH_IN_REPO
 
     def to_json(self) -> dict[str, Any]:

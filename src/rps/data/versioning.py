@@ -23,7 +23,6 @@ import contextlib
 import io
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -431,13 +430,7 @@ def _register(
     if catalog and catalog[-1].md5 == md5:
         return catalog[-1]
     version = DatasetVersion(
-        md5=md5,
-        size=size,
-        rows=rows,
-        git_rev=git_rev,
-        remote=remote,
-        storage_uri=storage_uri,
-        created_at=datetime.now(UTC),
+        md5=md5, size=size, rows=rows, git_rev=git_rev, remote=remote, storage_uri=storage_uri
     )
     append_catalog(settings, version)
     return version

@@ -149,13 +149,12 @@ def install_bundle(
     try:
         shutil.copytree(bundle_dir, staging, dirs_exist_ok=True)
         (staging / DEPLOY_FILE).unlink(missing_ok=True)
-        digest = stamp_version(staging, version)
         fetched = FetchedModel(
             path=dest,
             name=name,
             version=version,
             ref=ref,
-            digest=digest,
+            digest=stamp_version(staging, version),  # the copy, sealed with its registry version
             registry_digest=registry_digest,
             fetched_at=datetime.now(UTC).isoformat(timespec="seconds"),
         )
@@ -174,7 +173,7 @@ def install_bundle(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    logger.info("bundle %s v%s in %s (digest %s)", name, version, dest, digest[:12])
+    logger.info("bundle %s v%s in %s (digest %s)", name, version, dest, fetched.digest[:12])
     return fetched
 
 

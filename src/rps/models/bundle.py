@@ -43,11 +43,14 @@ from rps.models.forecasters import (
 from rps.models.intervals import HorizonInterval
 
 BUNDLE_FORMAT = 1
+#: the bundle's metadata file; the folder holding it is the bundle
+BUNDLE_FILE = "bundle.json"
 MODEL_KINDS: tuple[str, ...] = tuple(FORECASTER_KINDS)
 #: builds a forecaster from its kind and stored parameters (the name bundles were built with)
 Predictor = make_forecaster
 
 __all__ = [
+    "BUNDLE_FILE",
     "BUNDLE_FORMAT",
     "MODEL_KINDS",
     "BundleError",
@@ -110,7 +113,7 @@ class ModelBundle:
     def save(self, directory: Path) -> Path:
         """Write the bundle into ``directory`` (created; must not hold another bundle)."""
         directory.mkdir(parents=True, exist_ok=True)
-        if (directory / "bundle.json").exists():
+        if (directory / BUNDLE_FILE).exists():
             raise BundleError(f"{directory} already holds a bundle; refusing to overwrite")
         files = self.predictor.save(directory)
         _write_json(directory / "reference_stats.json", self.reference_stats)
@@ -130,8 +133,8 @@ class ModelBundle:
         if self.horizon_interval is not None:
             meta["horizon_interval"] = self.horizon_interval.to_dict()
             meta["metrics_by_horizon"] = self.metrics_by_horizon
-        _write_json(directory / "bundle.json", meta)
-        files.append("bundle.json")
+        _write_json(directory / BUNDLE_FILE, meta)
+        files.append(BUNDLE_FILE)
         checksums = {name: sha256_file(directory / name) for name in sorted(files)}
         _write_json(directory / "checksums.json", checksums)
         self.checksum = bundle_digest(checksums)
@@ -146,11 +149,11 @@ def bundle_digest(checksums: dict[str, str]) -> str:
 
 def find_bundle_dir(root: Path) -> Path:
     """The directory under ``root`` that holds ``bundle.json`` (MLflow nests artifacts)."""
-    if (root / "bundle.json").exists():
+    if (root / BUNDLE_FILE).exists():
         return root
-    found = sorted(root.rglob("bundle.json"))
+    found = sorted(root.rglob(BUNDLE_FILE))
     if not found:
-        raise BundleError(f"no bundle.json under {root}")
+        raise BundleError(f"no {BUNDLE_FILE} under {root}")
     return found[0].parent
 
 
@@ -163,7 +166,7 @@ def load_bundle(directory: Path, *, verify: bool = True) -> ModelBundle:
     directory = find_bundle_dir(Path(directory))
     try:
         checksums: dict[str, str] = json.loads((directory / "checksums.json").read_text())
-        meta = json.loads((directory / "bundle.json").read_text())
+        meta = json.loads((directory / BUNDLE_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise BundleError(f"bundle at {directory} is unreadable: {exc}") from exc
     if verify:

@@ -31,6 +31,17 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
+def _save_line_chart(
+    fig: Any, ax: Any, path: Path, *, xlabel: str, ylabel: str, title: str
+) -> Path:
+    """Label a chart of one line per series, add its legend and save it."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def forecast_vs_actual(
     path: Path,
     target_times: pd.DatetimeIndex,
@@ -82,11 +93,14 @@ def error_by_hour(path: Path, by_model: Mapping[str, Mapping[int, float]]) -> Pa
         hours = sorted(by_hour)
         ax.plot(hours, [by_hour[h] for h in hours], marker="o", markersize=3, label=name)
     ax.set_xticks(range(0, 24, 3))
-    ax.set_xlabel("hour of day (UTC, target time)")
-    ax.set_ylabel("RMSE")
-    ax.set_title("Holdout error by hour of day")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save_line_chart(
+        fig,
+        ax,
+        path,
+        xlabel="hour of day (UTC, target time)",
+        ylabel="RMSE",
+        title="Holdout error by hour of day",
+    )
 
 
 def feature_importance(
@@ -113,11 +127,9 @@ def skill_by_horizon(path: Path, metrics_by_horizon: Sequence[Mapping[str, float
         ("seasonal_naive_rmse", "seasonal naive"),
     ):
         ax.plot(hours, [m[key] for m in metrics_by_horizon], marker=".", label=label)
-    ax.set_xlabel("horizon (h)")
-    ax.set_ylabel("holdout RMSE")
-    ax.set_title("Skill by horizon")
-    ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save_line_chart(
+        fig, ax, path, xlabel="horizon (h)", ylabel="holdout RMSE", title="Skill by horizon"
+    )
 
 
 def coverage_by_horizon(

@@ -28,7 +28,7 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,7 @@ __all__ = [
     "LeakageError",
     "TrainResult",
     "TrainingError",
+    "TrainingInputs",
     "code_version",
     "train",
     "train_candidate",
@@ -366,15 +367,16 @@ def train_candidate(
     )
 
 
-def train(
-    settings: Settings,
-    params: Params,
-    *,
-    dataset_md5: str | None = None,
-    observations: pd.DataFrame | None = None,
-    adapt: bool = False,
-    onset: pd.Timestamp | None = None,
-) -> TrainResult:
+class TrainingInputs(TypedDict, total=False):
+    """The keyword arguments :func:`train` hands to :func:`train_candidate` (documented there)."""
+
+    dataset_md5: str | None
+    observations: pd.DataFrame | None
+    adapt: bool
+    onset: pd.Timestamp | None
+
+
+def train(settings: Settings, params: Params, **inputs: Unpack[TrainingInputs]) -> TrainResult:
     """Train, track, register and gate one model: :func:`train_candidate` plus the stages.
 
     Arguments as for :func:`train_candidate`.
@@ -392,14 +394,7 @@ def train(
     from rps.models import stages
 
     started = time.perf_counter()
-    run = train_candidate(
-        settings,
-        params,
-        dataset_md5=dataset_md5,
-        observations=observations,
-        adapt=adapt,
-        onset=onset,
-    )
+    run = train_candidate(settings, params, **inputs)
     mark = time.perf_counter()
     stages.evaluate_run(settings, params, run.run_id)
     timings = {**run.timings, "gate_s": time.perf_counter() - mark}

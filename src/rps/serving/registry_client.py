@@ -25,11 +25,12 @@ from urllib.parse import unquote, urlparse
 
 import httpx
 
+from rps.models.bundle import BUNDLE_FILE, BundleError, find_bundle_dir
+
 logger = logging.getLogger(__name__)
 
 API = "/api/2.0/mlflow"
 ARTIFACTS_API = "/api/2.0/mlflow-artifacts/artifacts"
-BUNDLE_FILE = "bundle.json"
 MAX_LISTED = 10_000
 
 
@@ -193,11 +194,12 @@ class RegistryClient:
 def _copy_local(root: Path, dst: Path) -> Path:
     if not root.is_dir():
         raise RegistryRequestError(f"artifact folder {root} does not exist on this host")
-    found = sorted(root.rglob(BUNDLE_FILE))
-    if not found:
-        raise RegistryRequestError(f"no {BUNDLE_FILE} under {root}")
+    try:
+        bundle_dir = find_bundle_dir(root)
+    except BundleError as exc:
+        raise RegistryRequestError(str(exc)) from exc
     target = dst / "bundle"
-    shutil.copytree(found[0].parent, target, dirs_exist_ok=True)
+    shutil.copytree(bundle_dir, target, dirs_exist_ok=True)
     return target
 
 

@@ -65,41 +65,35 @@ class TrajectoryItem(TypedDict):
     upper: float
 
 
-class ForecastBody(TypedDict):
+class _ModelBody(TypedDict):
+    """What every forecast answer says about the model that made it."""
+
+    model_name: str
+    model_version: str
+    target: str
+    horizon_hours: int
+    interval_alpha: float | None
+
+
+class ForecastBody(PredictionItem, _ModelBody):
     """The ``GET /forecast`` answer, shaped as :class:`~rps.serving.schemas.ForecastResponse`
     (a TypedDict serialized with orjson, like :class:`PredictBody`: a 48 h trajectory is 48
-    nested objects)."""
+    nested objects): the forecast at the model's horizon, the place and the stored file."""
 
     location: str | None
     latitude: float | None
     longitude: float | None
-    model_name: str
-    model_version: str
-    target: str
-    issue_time: datetime | None
-    target_time: datetime | None
-    prediction: float
-    lower: float
-    upper: float
-    ood_features: list[str]
     observations_file: str
-    horizon_hours: int
-    interval_alpha: float | None
     trajectory: list[TrajectoryItem] | None
 
 
-class PredictBody(TypedDict):
+class PredictBody(_ModelBody):
     """The ``POST /predict`` answer, shaped as :class:`~rps.serving.schemas.PredictResponse`.
 
     A TypedDict rather than the pydantic model because the hot path serializes it with orjson
     directly (measured 3-4x cheaper than building and dumping the model).
     """
 
-    model_name: str
-    model_version: str
-    target: str
-    horizon_hours: int
-    interval_alpha: float | None
     predictions: list[PredictionItem]
 
 

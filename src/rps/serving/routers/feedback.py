@@ -12,12 +12,7 @@ from rps.serving.schemas import FeedbackRequest, FeedbackResponse
 router = APIRouter(tags=["monitoring"], route_class=OrjsonRoute)
 
 
-@router.post(
-    "/feedback",
-    response_model=FeedbackResponse,
-    responses=errors(413, 503),
-    summary="Report realized values",
-)
+@router.post("/feedback", responses=errors(413, 503), summary="Report realized values")
 async def feedback(body: FeedbackRequest, service: ServiceDep) -> FeedbackResponse:
     """Store realized target values and update live RMSE/MAE.
 

@@ -15,7 +15,6 @@ router = APIRouter(prefix="/health", tags=["health"])
 
 @router.get(
     "",
-    response_model=HealthResponse,
     responses={503: {"model": HealthResponse, "description": "No model loaded"}},
     summary="The served model and the registry's state",
 )
@@ -65,7 +64,7 @@ async def health(service: ServiceDep, response: Response) -> HealthResponse:
     )
 
 
-@router.get("/live", response_model=LiveResponse, summary="Liveness: the process is up")
+@router.get("/live", summary="Liveness: the process is up")
 async def live(service: ServiceDep) -> LiveResponse:
     """Always 200 while the process answers (no model needed)."""
     return LiveResponse(status="alive", uptime_seconds=max(0.0, time.time() - service.started_at))
@@ -73,7 +72,6 @@ async def live(service: ServiceDep) -> LiveResponse:
 
 @router.get(
     "/ready",
-    response_model=ReadyResponse,
     responses={503: {"model": ReadyResponse, "description": "No model loaded yet"}},
     summary="Readiness: a model is loaded",
 )

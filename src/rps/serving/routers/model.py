@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Literal
 
 from fastapi import APIRouter, HTTPException, status
@@ -16,12 +17,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(prefix="/model", tags=["model"])
 
 
-@router.get(
-    "/info",
-    response_model=ModelInfoResponse,
-    responses=errors(503),
-    summary="The served model and its lineage",
-)
+@router.get("/info", responses=errors(503), summary="The served model and its lineage")
 async def model_info(model: ModelDep) -> ModelInfoResponse:
     """Name, version, alias, run, dataset hash, code SHA, metrics, features and checksum."""
     from rps.serving.service import PredictionService
@@ -29,7 +25,22 @@ async def model_info(model: ModelDep) -> ModelInfoResponse:
     return PredictionService.model_info(model)
 
 
-def _swap_body(action: Literal["reload", "rollback"], result: SwapResult) -> ModelSwapResponse:
+async def _swap(
+    service: ServiceDep,
+    action: Literal["reload", "rollback"],
+    swap: Callable[[], Awaitable[SwapResult]],
+    refusals: tuple[type[Exception], ...],
+) -> ModelSwapResponse:
+    """Run one swap and count it; a refusal is a 409 naming the model still served."""
+    try:
+        result = await swap()
+    except refusals as exc:
+        service.metrics.model_swaps.labels(action=action, result="refused").inc()
+        current = service.manager.current
+        keeping = f"; still serving version {current.version}" if current else ""
+        logger.warning("%s refused: %s", action, exc)
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{action} refused: {exc}{keeping}") from exc
+    service.metrics.model_swaps.labels(action=action, result="ok").inc()
     return ModelSwapResponse(
         action=action,
         changed=result.changed,
@@ -40,19 +51,8 @@ def _swap_body(action: Literal["reload", "rollback"], result: SwapResult) -> Mod
     )
 
 
-def _refused(service: ServiceDep, action: str, exc: Exception) -> HTTPException:
-    service.metrics.model_swaps.labels(action=action, result="refused").inc()
-    current = service.manager.current
-    keeping = f"; still serving version {current.version}" if current else ""
-    logger.warning("%s refused: %s", action, exc)
-    return HTTPException(status.HTTP_409_CONFLICT, f"{action} refused: {exc}{keeping}")
-
-
 @router.post(
-    "/reload",
-    response_model=ModelSwapResponse,
-    responses=errors(401, 403, 409, 503),
-    summary="Hot-swap to the current champion",
+    "/reload", responses=errors(401, 403, 409, 503), summary="Hot-swap to the current champion"
 )
 async def reload_model(service: ServiceDep, _admin: AdminDep) -> ModelSwapResponse:
     """Load the champion (``model_dir`` or the registry alias) and swap to it atomically.
@@ -62,25 +62,13 @@ async def reload_model(service: ServiceDep, _admin: AdminDep) -> ModelSwapRespon
     counted in ``model_reload_failures_total{reason}`` and the current model stays. Requests in
     flight finish on the model they started with. Other workers follow within about a second.
     """
-    try:
-        result = await service.manager.reload()
-    except ModelLoadError as exc:
-        raise _refused(service, "reload", exc) from exc
-    service.metrics.model_swaps.labels(action="reload", result="ok").inc()
-    return _swap_body("reload", result)
+    return await _swap(service, "reload", service.manager.reload, (ModelLoadError,))
 
 
 @router.post(
-    "/rollback",
-    response_model=ModelSwapResponse,
-    responses=errors(401, 403, 409, 503),
-    summary="Swap back to the previous model",
+    "/rollback", responses=errors(401, 403, 409, 503), summary="Swap back to the previous model"
 )
 async def rollback_model(service: ServiceDep, _admin: AdminDep) -> ModelSwapResponse:
     """Serve the model that was served before the current one (409 when there is none)."""
-    try:
-        result = await service.manager.rollback()
-    except (ModelLoadError, NoPreviousModelError) as exc:
-        raise _refused(service, "rollback", exc) from exc
-    service.metrics.model_swaps.labels(action="rollback", result="ok").inc()
-    return _swap_body("rollback", result)
+    refusals = (ModelLoadError, NoPreviousModelError)
+    return await _swap(service, "rollback", service.manager.rollback, refusals)

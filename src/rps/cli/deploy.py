@@ -9,7 +9,6 @@ Docker daemon, as on the project's machines), ``RPS_CONTAINER_STORE`` and
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from rps.cli.common import console, err_console, fail_on, load_config
+from rps.git import GitError, run_git
 
 deploy_app = typer.Typer(
     help="Release the service: fetch the champion, build and run the image, verify, roll back.",
@@ -68,16 +68,12 @@ def _engine(name: str | None, sandbox: bool, store: Path | None, driver: str | N
 
 
 def _git_sha(root: Path) -> str:
+    """The checkout's HEAD commit, or "" outside a git checkout."""
     try:
-        result = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"],
-            capture_output=True,
-            check=False,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        result = run_git(root, "rev-parse", "HEAD", check=False, timeout=10)
+    except GitError:
         return ""
-    return result.stdout.decode().strip() if result.returncode == 0 else ""
+    return result.stdout.strip() if result.returncode == 0 else ""
 
 
 def _resolve(root: Path, path: Path) -> Path:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from rps.deploy import DeployError
+from rps.files import write_atomic
 from rps.models.bundle import BundleError, find_bundle_dir, load_bundle, sha256_file
 from rps.settings import Settings
 
@@ -66,10 +66,7 @@ def make_readable(directory: Path) -> None:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True, default=str)
-    Path(tmp).replace(path)
+    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
 def stamp_version(directory: Path, version: str) -> str:

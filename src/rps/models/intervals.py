@@ -4,16 +4,18 @@ The interval of a forecast is ``point + q_lo[h] * s(row)`` .. ``point + q_hi[h] 
 
 * ``s(row)`` is the expected size of the error, ``exp(design(row) @ coef)``: a linear model of
   ``log(|error| + 0.1)`` on the horizon, the hour of day of the target time and the recent
-  day-to-day variability of the target (plus the 24 h pressure change when the features hold
-  it), so an interval is narrow for a calm night a few hours ahead and wide for a stormy
+  day-to-day variability of the target, plus the 24 h pressure change and the dew point now
+  (linear and squared: humid summer air masses change slowly) when the features hold them, so
+  an interval is narrow for a calm humid night a few hours ahead and wide for a stormy winter
   afternoon two days ahead;
 * ``q_lo[h]``, ``q_hi[h]`` are the split-conformal quantiles (each tail ``alpha / 2``) of the
   normalized errors ``error / s(row)`` at horizon ``h``.
 
 Both are fitted on out-of-fold errors (forecasts of models that did not train on those rows,
-:mod:`rps.models.horizons`), cross-fitted: the scale model fitted on half of the folds
-normalizes the errors of the other half, so no error calibrates a scale it helped fit. The
-served scale is the mean of the two halves' coefficients.
+:mod:`rps.models.horizons`), cross-fitted: the errors of each fold are normalized by the scale
+model fitted on the other folds, so no error calibrates a scale it helped fit. The served
+scale is the mean of the folds' coefficients. ``bench/bench_horizons.py`` measures the choice
+of the scale's inputs (docs/BENCHMARKS.md, "Forecast trajectory").
 
 NumPy only: the prediction service imports this module through the bundle.
 """
@@ -37,17 +39,34 @@ class IntervalError(ValueError):
     """An interval cannot be calibrated (too few errors) or applied (unknown horizon)."""
 
 
+#: the dew point feature of the scale (an interval stored without it does not read it)
+DEW_POINT = "dew_point_2m"
+BASE_TERMS, PRESSURE_TERMS, DEW_POINT_TERMS = 11, 2, 2
+
+
 def scale_columns(spec: FeatureSpec) -> dict[str, str]:
-    """The feature each scale input reads (pressure only when the features hold its lag)."""
+    """The feature each scale input reads (pressure and dew point when the features hold them)."""
     out = {
         "horizon": HORIZON,
         "hour": "target_hour",
         "variability": spec.change_rms_name,
     }
+    names = set(spec.feature_names)
     pressure, lagged = "surface_pressure", "surface_pressure_lag24"
-    if {pressure, lagged} <= set(spec.feature_names):
+    if {pressure, lagged} <= names:
         out["pressure"], out["pressure_lag24"] = pressure, lagged
+    if DEW_POINT in names:
+        out["dew_point"] = DEW_POINT
     return out
+
+
+def scale_terms(columns: Mapping[str, str]) -> int:
+    """The number of coefficients of the scale model that reads ``columns``."""
+    return (
+        BASE_TERMS
+        + PRESSURE_TERMS * ("pressure" in columns)
+        + DEW_POINT_TERMS * ("dew_point" in columns)
+    )
 
 
 def scale_design(
@@ -78,6 +97,9 @@ def scale_design(
             np.abs(x[:, index[columns["pressure"]]] - x[:, index[columns["pressure_lag24"]]])
         )
         terms += [change, log_h * change]
+    if "dew_point" in columns:
+        dew = x[:, index[columns["dew_point"]]] / 10
+        terms += [dew, dew**2]
     return np.column_stack(terms)
 
 
@@ -96,7 +118,16 @@ class HorizonInterval:
         return len(self.lower)
 
     def scale(self, rows: np.ndarray, feature_names: Sequence[str]) -> np.ndarray:
-        """The expected error size of each row."""
+        """The expected error size of each row.
+
+        Raises:
+            IntervalError: the coefficients do not match the scale's inputs (``columns``).
+        """
+        if len(self.coef) != scale_terms(self.columns):
+            raise IntervalError(
+                f"{len(self.coef)} scale coefficients for {scale_terms(self.columns)} terms "
+                f"of {sorted(self.columns)}"
+            )
         design = scale_design(rows, feature_names, self.columns)
         out: np.ndarray = np.exp(design @ np.asarray(self.coef))
         return out
@@ -163,31 +194,34 @@ def fit_horizon_interval(
     *,
     alpha: float,
     max_hours: int,
+    columns: Mapping[str, str] | None = None,
 ) -> HorizonInterval:
     """Calibrate :class:`HorizonInterval` on out-of-fold errors (see the module docstring).
 
     Args:
         rows: feature rows (``spec.feature_names``) of the out-of-fold forecasts.
         errors: ``actual - forecast`` of each row.
-        folds: the fold of each row (the halves of the cross-fit are the even and odd folds).
+        folds: the fold of each row (each fold is normalized by the scale fitted on the others).
         spec: the feature spec (a spec with ``horizon_features``).
         alpha: the miscoverage (0.1: a 90 % interval).
         max_hours: calibrate horizons 1..``max_hours``.
+        columns: the scale's inputs (default :func:`scale_columns` of ``spec``; the benchmark
+            compares subsets).
 
     Raises:
         IntervalError: a horizon has too few errors, or only one fold holds errors.
     """
-    columns = scale_columns(spec)
+    columns = dict(scale_columns(spec) if columns is None else columns)
     names = spec.feature_names
     design = scale_design(rows, names, columns)
     target = np.log(np.abs(errors) + ERROR_FLOOR)
-    half = np.asarray(folds) % 2
-    if len(np.unique(half)) < 2:
+    folds = np.asarray(folds)
+    if len(np.unique(folds)) < 2:
         raise IntervalError("the interval needs errors from at least two folds")
     size = np.empty(len(errors))
     coefs = []
-    for part in (0, 1):
-        fit = half != part
+    for fold in np.unique(folds):
+        fit = folds != fold
         coef, *_ = np.linalg.lstsq(design[fit], target[fit], rcond=None)
         size[~fit] = np.exp(design[~fit] @ coef)
         coefs.append(coef)

@@ -65,13 +65,12 @@ def trajectory_bundle(directory: Path, *, max_hours: int = 48) -> Path:
     of :class:`rps.models.intervals.HorizonInterval`, ``exp(0.5 * log h) = sqrt(h)`` wide on
     either side of the forecast, times 1.645.
     """
-    from rps.models.intervals import HorizonInterval, scale_columns
+    from rps.models.intervals import HorizonInterval, scale_columns, scale_terms
 
     params = load_params(PARAMS_FILE)
     spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
     columns = scale_columns(spec)
-    terms = 13 if "pressure" in columns else 11
-    coef = [0.0] * terms
+    coef = [0.0] * scale_terms(columns)
     coef[1] = 0.5  # log h
     bundle = ModelBundle(
         predictor=Predictor(

@@ -4,12 +4,16 @@ FastAPI decodes a JSON body with ``Request.json()``, which is the standard libra
 ``json.loads``: for a one-row ``POST /predict`` (95 features) that was the largest single cost
 of the request in the service itself. :class:`OrjsonRoute` hands the endpoint an
 :class:`OrjsonRequest` instead (FastAPI's documented way to customise the request: a custom
-``APIRoute.get_route_handler``). A body orjson cannot decode raises ``orjson.JSONDecodeError``,
-a subclass of ``json.JSONDecodeError``, so FastAPI answers it as before (a 422 ``json_invalid``).
+``APIRoute.get_route_handler``). A body orjson refuses is decoded again by the standard
+library, which reads ``NaN``, ``Infinity`` and numbers beyond float range (not JSON, but what
+some clients send): the validation then names the field that holds one, as before. A body
+neither can decode raises ``json.JSONDecodeError``, which FastAPI answers with a 422
+``json_invalid``.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -24,7 +28,11 @@ class OrjsonRequest(Request):
     async def json(self) -> Any:
         """The decoded body (cached, as Starlette does)."""
         if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())
+            body = await self.body()
+            try:
+                self._json = orjson.loads(body)
+            except orjson.JSONDecodeError:  # the error path only: see the module docstring
+                self._json = json.loads(body)
         return self._json
 
 

@@ -28,8 +28,8 @@ async def predict(body: PredictRequest, request: Request) -> OrjsonResponse:
     (1 .. the model's ``max_horizon_hours``; only the model's own horizon is logged). Each
     forecast comes with its interval and the features that lie outside the training range.
     """
-    # the service and model are read here, not through Depends: resolving two dependencies per
-    # request cost more than the rest of FastAPI's request handling (bench/bench_serving.py)
+    # the service and model are read here, not through Depends: FastAPI's dependency solving is
+    # a visible share of a one-row request (docs/BENCHMARKS.md, Serving)
     service = current_service(request)
     model = service.current_model()  # no model: UnavailableError, a 503
     horizon = body.horizon_hours  # None with rows: their features hold their lead time

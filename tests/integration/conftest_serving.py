@@ -537,7 +537,7 @@ class ProxiedMlflow:
 
 def start_proxied_mlflow(root: Path, timeout: float = 180.0) -> ProxiedMlflow:
     """Start ``mlflow server`` (SQLite, proxied artifacts) on a free port and wait for /health."""
-    import tenacity
+    from tests.integration.conftest_mlflow import wait_until_healthy
 
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -565,19 +565,14 @@ def start_proxied_mlflow(root: Path, timeout: float = 180.0) -> ProxiedMlflow:
         )
     server = ProxiedMlflow(url=f"http://127.0.0.1:{port}", root=root, process=process)
 
-    @tenacity.retry(
-        stop=tenacity.stop_after_delay(timeout),
-        wait=tenacity.wait_fixed(0.5),
-        retry=tenacity.retry_if_exception_type(httpx.HTTPError),
-        reraise=True,
-    )
-    def healthy() -> None:
-        if process.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with {process.returncode}")
-        httpx.get(f"{server.url}/health", timeout=2.0).raise_for_status()
-
     try:
-        healthy()
+        wait_until_healthy(
+            f"{server.url}/health",
+            process,
+            root / "server.log",
+            what="mlflow server",
+            timeout=timeout,
+        )
     except BaseException:
         server.stop()
         raise

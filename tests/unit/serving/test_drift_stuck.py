@@ -38,17 +38,26 @@ def observations(recording: pd.DataFrame) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def served(observations: pd.DataFrame) -> tuple[list[str], SeasonalReference]:
-    """The model's feature order and the seasonal reference of its first 2000 feature rows."""
+def spec() -> FeatureSpec:
     params: Params = load_params(PARAMS_FILE)
-    spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
+    return FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
+
+
+@pytest.fixture(scope="module")
+def profile(observations: pd.DataFrame, spec: FeatureSpec) -> ReferenceProfile:
+    """The drift profile with the seasonal reference of the first 2000 feature rows."""
     features = build_features(observations, spec, with_target=False).dropna()
     names = spec.feature_names
-    profile = ReferenceProfile.build(
+    return ReferenceProfile.build(
         names, {SEASONAL_KEY: build_reference(features[names].iloc[:2000])}
     )
+
+
+@pytest.fixture(scope="module")
+def served(spec: FeatureSpec, profile: ReferenceProfile) -> tuple[list[str], SeasonalReference]:
+    """The model's feature order and the seasonal reference."""
     assert isinstance(profile.seasonal, SeasonalReference)
-    return names, profile.seasonal
+    return spec.feature_names, profile.seasonal
 
 
 def _hourly_stuck(
@@ -154,17 +163,11 @@ def test_only_the_temperature_is_watched(
 
 
 def test_the_monitor_publishes_stuck_hours_apart_from_the_checks(
-    observations: pd.DataFrame, tmp_path: Path
+    observations: pd.DataFrame, spec: FeatureSpec, profile: ReferenceProfile, tmp_path: Path
 ) -> None:
     """Served rows with a stuck temperature: the snapshot and the gauge give the hours; the
     drift checks (DataDriftDetected) do not include it."""
-    params: Params = load_params(PARAMS_FILE)
-    spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
-    features = build_features(observations, spec, with_target=False).dropna()
     names = spec.feature_names
-    profile = ReferenceProfile.build(
-        names, {SEASONAL_KEY: build_reference(features[names].iloc[:2000])}
-    )
     assert isinstance(profile.seasonal, SeasonalReference)
     onset = pd.Timestamp("2025-06-10 12:00", tz="UTC")  # 08:00 local, warming
     scenario = DriftScenario.model_validate(

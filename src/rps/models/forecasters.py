@@ -23,6 +23,7 @@ import numpy as np
 
 from rps.features.spec import HORIZON, SAME_HOUR
 from rps.files import write_atomic
+from rps.models.single_row import BoosterPredictor
 
 if TYPE_CHECKING:
     from rps.features.spec import FeatureSpec
@@ -340,6 +341,7 @@ class LightGBMForecaster(_JsonForecaster):
         if booster is None:
             raise ForecasterError("a LightGBM forecaster needs its booster")
         self.booster = booster
+        self._predict_booster = BoosterPredictor(booster)
 
     @classmethod
     def fit(
@@ -351,7 +353,7 @@ class LightGBMForecaster(_JsonForecaster):
         return cls(rows.spec.feature_names, stored, booster), {"best_iteration": best}
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(self._rows(rows), num_threads=1), dtype=float)
+        return self._predict_booster(self._rows(rows))
 
     def importance(self) -> np.ndarray:
         """Total split gain per feature."""
@@ -402,6 +404,7 @@ class HorizonForecaster(_JsonForecaster):
         self.starts = np.asarray(sorted(int(s) for s in self.params[GROUP_STARTS]))
         self.max_horizon = int(self.params[MAX_HORIZON])
         self.boosters = dict(boosters or {})
+        self._predict_boosters = {s: BoosterPredictor(b) for s, b in self.boosters.items()}
         self.fallback = {int(h): str(b) for h, b in self.params.get("fallback", {}).items()}
         # served by a baseline, by horizon (index 0 unused): 1 persistence, 2 seasonal naive
         self._baseline_of = np.zeros(self.max_horizon + 1, dtype=np.int8)
@@ -477,11 +480,11 @@ class HorizonForecaster(_JsonForecaster):
         learned = baseline == 0
         group = _group_index(self.starts.tolist(), horizons)
         for g in np.unique(group[learned]):
-            booster = self.boosters.get(int(self.starts[g]))
+            booster = self._predict_boosters.get(int(self.starts[g]))
             if booster is None:
                 raise ForecasterError(f"no model for the horizons from {self.starts[g]} h")
             keep = learned & (group == g)
-            out[keep] += booster.predict(x[keep], num_threads=1)
+            out[keep] += booster(x[keep])
         return out
 
     def importance(self) -> np.ndarray:

@@ -4,9 +4,9 @@
 ``requirements.txt`` alone, without the ``rps`` package. So the pyfunc ships, as MLflow
 ``code_paths``, the modules that importing :mod:`rps.models.pyfunc` executes: its ``rps``
 imports at module level (not those inside functions or under ``TYPE_CHECKING``), followed
-transitively, with their parent packages. Today that is the bundle, the forecasters, the
-feature spec and :mod:`rps.files`; none of them imports pandas, scikit-learn or the
-pipeline's modules.
+transitively, with their parent packages. Today that is the bundle, the forecasters (and their
+one-row LightGBM path), the feature spec and :mod:`rps.files`; none of them imports pandas,
+scikit-learn or the pipeline's modules.
 
 :func:`stage_package` copies those files into a folder laid out as the package, which
 :func:`rps.models.registry.log_model` passes to MLflow; MLflow puts the folder's parent on

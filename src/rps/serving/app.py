@@ -8,12 +8,14 @@ loaded and the prediction log opened in the app's lifespan.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rps.params import Params
@@ -21,6 +23,8 @@ from rps.serving.errors import InputError, UnavailableError
 from rps.serving.middleware import ServingMiddleware
 from rps.serving.responses import OrjsonResponse
 from rps.serving.routers import feedback, forecast, health, metrics, model, predict
+from rps.serving.routing import add_body_schemas
+from rps.serving.schemas import FeedbackRequest, PredictRequest
 from rps.serving.service import PredictionService
 from rps.settings import Settings, get_settings
 
@@ -42,6 +46,19 @@ def _error_items(errors: object) -> list[dict[str, object]]:
             }
         )
     return items
+
+
+def _document_request_bodies(app: FastAPI, models: Sequence[type[BaseModel]]) -> None:
+    """Put the bodies the endpoints validate themselves (:mod:`rps.serving.routing`) into the
+    OpenAPI schema's components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            add_body_schemas(generate(), models)
+        return generate()  # FastAPI's cached schema, now with the bodies
+
+    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented extension point
 
 
 def _install_error_handlers(app: FastAPI, service: PredictionService) -> None:
@@ -116,9 +133,11 @@ def create_app(settings: Settings | None = None, params: Params | None = None) -
         lifespan=lifespan,
     )
     app.state.service = service
-    for router in (health.router, predict.router, forecast.router, feedback.router, model.router):
+    # /predict first: a request is matched against the routes in order, and it is the hot path
+    for router in (predict.router, health.router, forecast.router, feedback.router, model.router):
         app.include_router(router)
     app.include_router(metrics.router)
+    _document_request_bodies(app, (PredictRequest, FeedbackRequest))
     _install_error_handlers(app, service)
     known_paths = {getattr(route, "path", "") for route in app.routes} - {""}
     app.add_middleware(

@@ -1,49 +1,80 @@
-"""The route class of every router: request bodies decoded with orjson.
+"""JSON request bodies, parsed and validated by pydantic-core in one pass.
 
-FastAPI decodes a JSON body with ``Request.json()``, which is the standard library's
-``json.loads``: for a one-row ``POST /predict`` (95 features) that was the largest single cost
-of the request in the service itself. :class:`OrjsonRoute` hands the endpoint an
-:class:`OrjsonRequest` instead (FastAPI's documented way to customise the request: a custom
-``APIRoute.get_route_handler``). A body orjson refuses is decoded again by the standard
-library, which reads ``NaN``, ``Infinity`` and numbers beyond float range (not JSON, but what
-some clients send): the validation then names the field that holds one, as before. A body
-neither can decode raises ``json.JSONDecodeError``, which FastAPI answers with a 422
-``json_invalid``.
+A typed body parameter makes FastAPI decode the JSON (the standard library's ``json.loads``),
+then validate the Python objects through its dependency machinery: for a one-row
+``POST /predict`` that was the largest cost of the request in the service itself
+(docs/BENCHMARKS.md, Serving). The endpoints that take a body read it with
+:func:`validated_body` instead, which hands the raw bytes to ``model_validate_json``.
+
+The answers stay those of a typed parameter: errors raise FastAPI's ``RequestValidationError``
+with their locations under ``"body"`` (a 422); pydantic-core's JSON parser reads ``NaN``,
+``Infinity`` and numbers beyond float range (not JSON, but what some clients send), so the
+validation names the field that holds one; a body that is not JSON, or not UTF-8, is a
+``json_invalid`` error at ``["body"]``.
+
+:func:`json_body` documents such a body in the OpenAPI schema (``openapi_extra``) and
+:func:`add_body_schemas` puts the models it names into the schema's components.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TypeVar
 
-import orjson
-from fastapi import Request, Response
-from fastapi.routing import APIRoute
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import (
+    validation_error_definition,
+    validation_error_response_definition,
+)
+from pydantic import BaseModel, ValidationError
 
+BodyT = TypeVar("BodyT", bound=BaseModel)
 
-class OrjsonRequest(Request):
-    """A request whose ``json()`` is decoded by orjson."""
-
-    async def json(self) -> Any:
-        """The decoded body (cached, as Starlette does)."""
-        if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                self._json = orjson.loads(body)
-            except orjson.JSONDecodeError:  # the error path only: see the module docstring
-                self._json = json.loads(body)
-        return self._json
+_COMPONENTS = "#/components/schemas/"
 
 
-class OrjsonRoute(APIRoute):
-    """An API route whose endpoint receives an :class:`OrjsonRequest`."""
+async def validated_body(request: Request, model: type[BodyT]) -> BodyT:
+    """The request's JSON body as ``model``.
 
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        """FastAPI's handler, given the request as an :class:`OrjsonRequest`."""
-        handler = super().get_route_handler()
+    Raises:
+        RequestValidationError: the body is not JSON or not a valid ``model``.
+    """
+    try:
+        return model.model_validate_json(await request.body())
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        raise RequestValidationError(
+            [{**error, "loc": ("body", *error["loc"])} for error in errors]
+        ) from None
 
-        async def orjson_route_handler(request: Request) -> Response:
-            return await handler(OrjsonRequest(request.scope, request.receive))
 
-        return orjson_route_handler
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``openapi_extra`` of an operation whose required JSON body is a ``model``."""
+    schema = {"$ref": f"{_COMPONENTS}{model.__name__}"}
+    return {"requestBody": {"content": {"application/json": {"schema": schema}}, "required": True}}
+
+
+#: the ``responses`` entry of the 422 that :func:`validated_body` raises (FastAPI's own)
+VALIDATION_ERROR: dict[int | str, dict[str, Any]] = {
+    422: {
+        "description": "Validation Error",
+        "content": {"application/json": {"schema": {"$ref": f"{_COMPONENTS}HTTPValidationError"}}},
+    }
+}
+
+
+def add_body_schemas(openapi: dict[str, Any], models: Iterable[type[BaseModel]]) -> None:
+    """Add the JSON schemas of ``models`` (and the models they use) to ``openapi``'s components,
+    with FastAPI's validation error schemas that :data:`VALIDATION_ERROR` names.
+
+    A component FastAPI already generated (the same model used by a response) is kept.
+    """
+    components = openapi.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ValidationError", validation_error_definition)
+    components.setdefault("HTTPValidationError", validation_error_response_definition)
+    for model in models:
+        schema = model.model_json_schema(ref_template=_COMPONENTS + "{model}")
+        for name, definition in schema.pop("$defs", {}).items():
+            components.setdefault(name, definition)
+        components.setdefault(model.__name__, schema)

@@ -10,6 +10,7 @@ window is updated by one request at a time. Request inputs become feature rows i
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -262,31 +263,30 @@ class PredictionService:
             InputError: a forecast is not finite (extreme inputs to a linear model).
         """
         forecast: Forecast = model.predict(matrix)
-        finite = np.isfinite(forecast.point) & np.isfinite(forecast.lower)
-        finite &= np.isfinite(forecast.upper)
-        if not finite.all():
-            bad = int(np.flatnonzero(~finite)[0])
-            raise InputError.at(
-                [loc, bad] if loc == "rows" else [loc],
-                "the model's forecast for this row is not finite; check the feature values",
-                "non_finite_prediction",
-            )
-        n = matrix.shape[0]
+        # Python floats from here on: a request holds one row, where numpy's per-call overhead
+        # is most of the cost (docs/BENCHMARKS.md, Serving)
         point = forecast.point.tolist()
         lower = forecast.lower.tolist()
         upper = forecast.upper.tolist()
-        ood_rows: np.ndarray = np.asarray(forecast.ood.any(axis=1))
+        for i, bounds in enumerate(zip(point, lower, upper, strict=True)):
+            if not all(map(math.isfinite, bounds)):
+                raise InputError.at(
+                    [loc, i] if loc == "rows" else [loc],
+                    "the model's forecast for this row is not finite; check the feature values",
+                    "non_finite_prediction",
+                )
+        ood_rows = np.asarray(forecast.ood.any(axis=1))
         names = model.feature_names
-        leads = _leads(model, matrix, horizon_hours)
-        own = leads == model.horizon_hours
+        leads = _leads(model, matrix, horizon_hours).tolist()
+        own_horizon = model.horizon_hours
         items: list[PredictionItem] = []
         logged: list[LoggedPrediction] = []
-        for i in range(n):
-            ood = [names[j] for j in np.flatnonzero(forecast.ood[i])] if ood_rows[i] else []
+        for i, is_ood in enumerate(ood_rows.tolist()):
+            ood = [names[j] for j in np.flatnonzero(forecast.ood[i])] if is_ood else []
             issue = issue_times[i] if issue_times is not None else None
             if issue is not None and issue.tzinfo is None:
                 issue = issue.replace(tzinfo=UTC)
-            target_time = issue + timedelta(hours=int(leads[i])) if issue is not None else None
+            target_time = issue + timedelta(hours=leads[i]) if issue is not None else None
             items.append(
                 {
                     "prediction": point[i],
@@ -297,7 +297,7 @@ class PredictionService:
                     "target_time": target_time,
                 }
             )
-            if own[i] and issue is not None and target_time is not None:
+            if leads[i] == own_horizon and issue is not None and target_time is not None:
                 logged.append(
                     LoggedPrediction(
                         issue_time=epoch(issue),
@@ -308,7 +308,9 @@ class PredictionService:
                         upper=upper[i],
                     )
                 )
-        self._monitor(model, matrix, forecast, ood_rows, own=own)
+        own = [lead == own_horizon for lead in leads]
+        widths = [high - low for low, high in zip(lower, upper, strict=True)]
+        self._monitor(model, matrix, forecast.point, ood_rows, widths=widths, own=own)
         if logged:
             self._log(logged)
         return items
@@ -317,30 +319,25 @@ class PredictionService:
         self,
         model: ServedModel,
         matrix: np.ndarray,
-        forecast: Forecast,
+        point: np.ndarray,
         ood_rows: np.ndarray,
         *,
-        own: np.ndarray,
+        widths: list[float],
+        own: list[bool],
     ) -> None:
         metrics = self.metrics
-        metrics.predictions.inc(matrix.shape[0])
-        widths = forecast.upper - forecast.lower
-        if widths.size and np.all(widths == widths[0]):
-            width = float(widths[0])
-            for _ in range(widths.size):
-                metrics.prediction_confidence.observe(width)
-        else:
-            for width in widths.tolist():
-                metrics.prediction_confidence.observe(width)
+        metrics.predictions.inc(len(widths))
+        for width in widths:
+            metrics.prediction_confidence.observe(width)
         monitor = self.drift
-        if own.any() and monitor is not None and monitor.profile is model.profile:
-            if not own.all():  # the drift window holds rows of the model's own horizon only
-                matrix, ood_rows, point = matrix[own], ood_rows[own], forecast.point[own]
-            else:
-                point = forecast.point
-            snapshot = monitor.observe(matrix, ood_rows, point)
-            if snapshot is not None:
-                metrics.set_drift(snapshot)
+        if monitor is None or monitor.profile is not model.profile or not any(own):
+            return
+        if not all(own):  # the drift window holds rows of the model's own horizon only
+            keep = np.asarray(own)
+            matrix, ood_rows, point = matrix[keep], ood_rows[keep], point[keep]
+        snapshot = monitor.observe(matrix, ood_rows, point)
+        if snapshot is not None:
+            metrics.set_drift(snapshot)
 
     def refresh_drift(self) -> None:
         """Publish the drift statistics of rows that arrived since the last recomputation."""

@@ -48,6 +48,7 @@ def test_imports_inside_functions_and_under_type_checking_are_not_followed() -> 
         "rps.files",
         "rps.models",
         "rps.models.forecasters",
+        "rps.models.single_row",
     ]
     assert import_closure("rps.features") == ["rps", "rps.features"]
 

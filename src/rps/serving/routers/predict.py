@@ -6,19 +6,20 @@ from fastapi import APIRouter, Request
 
 from rps.serving.deps import current_service
 from rps.serving.responses import OrjsonResponse, errors
-from rps.serving.routing import OrjsonRoute
+from rps.serving.routing import VALIDATION_ERROR, json_body, validated_body
 from rps.serving.schemas import PredictRequest, PredictResponse
 
-router = APIRouter(tags=["predictions"], route_class=OrjsonRoute)
+router = APIRouter(tags=["predictions"])
 
 
 @router.post(
     "/predict",
     response_model=PredictResponse,
-    responses=errors(413, 503),
+    responses={**errors(413, 503), **VALIDATION_ERROR},
+    openapi_extra=json_body(PredictRequest),
     summary="Forecast feature rows or an observation window",
 )
-async def predict(body: PredictRequest, request: Request) -> OrjsonResponse:
+async def predict(request: Request) -> OrjsonResponse:
     """Forecast the target ``horizon_hours`` ahead.
 
     Send either ``rows`` (every feature of the model per row, at most ``max_batch_rows``) or
@@ -28,8 +29,9 @@ async def predict(body: PredictRequest, request: Request) -> OrjsonResponse:
     (1 .. the model's ``max_horizon_hours``; only the model's own horizon is logged). Each
     forecast comes with its interval and the features that lie outside the training range.
     """
-    # the service and model are read here, not through Depends: FastAPI's dependency solving is
-    # a visible share of a one-row request (docs/BENCHMARKS.md, Serving)
+    # the body, the service and the model are read here, not through FastAPI's typed parameters
+    # and Depends: their machinery is a visible share of a one-row request (rps.serving.routing)
+    body = await validated_body(request, PredictRequest)
     service = current_service(request)
     model = service.current_model()  # no model: UnavailableError, a 503
     horizon = body.horizon_hours  # None with rows: their features hold their lead time

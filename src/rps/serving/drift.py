@@ -12,6 +12,9 @@ recomputes, every ``recompute_every`` rows or ``recompute_seconds`` (never per r
   its limit (above 1: drift): ``seasonal_anomaly`` (the largest per-feature ``|mean anomaly|``
   against the feature's calendar-conditioned climatology) and ``humidity_consistency``
   (the window median of implied minus measured dew point);
+* over the whole ring, ``humidity_change``: the CUSUM of the humidity residual's moves from
+  its own previous 24 h, over its threshold (:func:`rps.serving.seasonal.humidity_change_path`,
+  parameters ``drift.humidity_*``);
 * over the whole ring, the hours the temperature has been unchanged while the humidity
   residual moved (``stuck``, :func:`rps.serving.seasonal.stuck_hours`): a sensor fault,
   published apart from the drift checks and alerted on by its own rule.
@@ -32,11 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from rps.serving.seasonal import SEASONAL_KEY, SeasonalReference, SeasonalReferenceError
+from rps.serving.seasonal import (
+    SEASONAL_KEY,
+    HumidityChangeTest,
+    SeasonalReference,
+    SeasonalReferenceError,
+)
 
 logger = logging.getLogger(__name__)
 
-CHECKS: tuple[str, ...] = ("seasonal_anomaly", "humidity_consistency")
+CHECKS: tuple[str, ...] = ("seasonal_anomaly", "humidity_consistency", "humidity_change")
 """The input checks, the ``check`` label of ``drift_check_ratio``."""
 
 
@@ -188,6 +196,7 @@ class DriftMonitor:
         recompute_seconds: float = 10.0,
         min_samples: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        humidity_test: HumidityChangeTest | None = None,
     ) -> None:
         """Create an empty ring.
 
@@ -201,6 +210,8 @@ class DriftMonitor:
             min_samples: Rows needed before the first computation; default the checks'
                 window (or ``min(window_size, 100)`` without a seasonal reference).
             clock: Monotonic seconds (injectable for tests).
+            humidity_test: The humidity-change CUSUM's parameters (default
+                :class:`~rps.serving.seasonal.HumidityChangeTest`).
         """
         seasonal_window = profile.seasonal.window if profile.seasonal is not None else 0
         self.profile = profile
@@ -211,6 +222,7 @@ class DriftMonitor:
         self.recompute_seconds = recompute_seconds
         self.min_samples = min_samples or seasonal_window or min(self.window_size, 100)
         self._clock = clock
+        self.humidity_test = humidity_test or HumidityChangeTest()
         self._rows = np.zeros((self.window_size, n_features))
         self._ood = np.zeros(self.window_size, dtype=bool)
         self._predictions = np.zeros(self.window_size)
@@ -318,8 +330,12 @@ class DriftMonitor:
         seasonal = self.profile.seasonal
         if seasonal is not None and n >= seasonal.window:
             window = seasonal.window
-            checks, features = input_checks(seasonal, self._newest(window))
-            stuck = seasonal.stuck(self._newest(n))
+            ring = self._newest(n)
+            checks, features = input_checks(seasonal, ring[-window:])
+            change = seasonal.humidity_change(ring, self.humidity_test)
+            if change is not None:
+                checks["humidity_change"] = change
+            stuck = seasonal.stuck(ring)
         self.last = DriftSnapshot(
             samples=n,
             ood_ratio=float(self._ood[:n].mean()),

@@ -10,11 +10,11 @@ with ``--reuse``), then replays hour by hour, through the code the API runs:
 * the realised value of each hour is joined when that hour arrives, and
   ``live_accuracy(error_scale=holdout RMSE)`` gives the forecast-error ratio and live RMSE;
 * the alert rules on simulated time: DataDriftDetected fires in an hour when the worst check
-  ratio (seasonal input checks, humidity change and forecast error) is above 1 (its ``for: 5m`` is shorter than
-  the hour the gauges hold); LiveAccuracyDegraded when live RMSE > 1.5 x holdout RMSE with at
-  least 48 joined predictions; SensorStuck (a sensor alert that does not retrain) when the
-  monitor's ``stuck`` hours reach the rule's threshold. An alert *starts* when it fires after
-  an hour it did not.
+  ratio (seasonal input checks, humidity change and forecast error) is above 1 (its
+  ``for: 5m`` is shorter than the hour the gauges hold); LiveAccuracyDegraded when live
+  RMSE > 1.5 x holdout RMSE with at least 48 joined predictions; SensorStuck (a sensor alert
+  that does not retrain) when the monitor's ``stuck`` hours reach the rule's threshold. An
+  alert *starts* when it fires after an hour it did not.
 
 Runs (a) the clean replay year (the champion's own year: its first ~80 % were training data,
 the rest its holdout) and (b) each drift scenario at 12 onsets spread over the year and over

@@ -134,7 +134,8 @@ class DriftSnapshot:
         samples: Rows in the ring.
         ood_ratio: Share of the ring's rows with a feature outside the training range.
         prediction_variance: Variance of the ring's point forecasts.
-        window: Rows behind ``checks`` and ``feature_anomaly`` (0: not computed yet).
+        window: Rows behind the window checks and ``feature_anomaly`` (0: not computed yet;
+            ``humidity_change`` reads the whole ring).
         checks: Per check of :data:`CHECKS`, its value over its limit (above 1: drift).
         feature_anomaly: Per tracked feature, ``|mean anomaly|`` over its limit.
         stuck: Keyed by ``temperature_2m``, the newest rows over which the temperature stayed

@@ -179,6 +179,7 @@ class DriftParams(_Strict):
     error_cap: float = Field(default=16.0, gt=1)
     error_threshold: float = Field(default=40.0, gt=0)
     humidity_baseline_hours: int = Field(default=24, ge=1)
+    humidity_span_hours: int = Field(default=168, ge=1)
     humidity_allowance: float = Field(default=0.5, ge=0)
     humidity_cap: float = Field(default=3.0, gt=0)
     humidity_threshold: float = Field(default=5.0, gt=0)
@@ -197,6 +198,7 @@ class DriftParams(_Strict):
 
         return HumidityChangeTest(
             baseline_hours=self.humidity_baseline_hours,
+            span_hours=self.humidity_span_hours,
             allowance=self.humidity_allowance,
             cap=self.humidity_cap,
             threshold=self.humidity_threshold,

@@ -12,9 +12,9 @@ recomputes, every ``recompute_every`` rows or ``recompute_seconds`` (never per r
   its limit (above 1: drift): ``seasonal_anomaly`` (the largest per-feature ``|mean anomaly|``
   against the feature's calendar-conditioned climatology) and ``humidity_consistency``
   (the window median of implied minus measured dew point);
-* over the whole ring, ``humidity_change``: the CUSUM of the humidity residual's moves from
-  its own previous 24 h, over its threshold (:func:`rps.serving.seasonal.humidity_change_path`,
-  parameters ``drift.humidity_*``);
+* over the newest week of the ring, ``humidity_change``: the CUSUM of the humidity residual's
+  moves from its own previous 24 h, over its threshold
+  (:func:`rps.serving.seasonal.humidity_change_path`, parameters ``drift.humidity_*``);
 * over the whole ring, the hours the temperature has been unchanged while the humidity
   residual moved (``stuck``, :func:`rps.serving.seasonal.stuck_hours`): a sensor fault,
   published apart from the drift checks and alerted on by its own rule.
@@ -135,7 +135,7 @@ class DriftSnapshot:
         ood_ratio: Share of the ring's rows with a feature outside the training range.
         prediction_variance: Variance of the ring's point forecasts.
         window: Rows behind the window checks and ``feature_anomaly`` (0: not computed yet;
-            ``humidity_change`` reads the whole ring).
+            ``humidity_change`` reads up to the newest week of the ring).
         checks: Per check of :data:`CHECKS`, its value over its limit (above 1: drift).
         feature_anomaly: Per tracked feature, ``|mean anomaly|`` over its limit.
         stuck: Keyed by ``temperature_2m``, the newest rows over which the temperature stayed

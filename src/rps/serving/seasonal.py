@@ -161,12 +161,16 @@ class HumidityChangeTest:
 
     Attributes:
         baseline_hours: Rows before each row whose median residual is its baseline.
+        span_hours: The CUSUM runs over the newest this many rows (each with its baseline
+            before it): a week, as the forecast-error CUSUM's window; a sum still above 0
+            after a week has crossed long before.
         allowance: Move from the baseline (degC) tolerated per row before the sum grows.
         cap: Each row's move counts at most this much (degC): one glitch hour cannot fire it.
         threshold: The CUSUM value (degC x rows) that means drift (ratio 1).
     """
 
     baseline_hours: int = 24
+    span_hours: int = 168
     allowance: float = 0.5
     cap: float = 3.0
     threshold: float = 5.0
@@ -285,13 +289,13 @@ class SeasonalReference:
         return {temperature: stuck_hours(rows[:, self.humidity[0]], self.humidity_residual(rows))}
 
     def humidity_change(self, rows: np.ndarray, test: HumidityChangeTest) -> float | None:
-        """The humidity-change CUSUM of consecutive rows over its threshold, now (above 1:
-        drift); None without the humidity variables or with ``test.baseline_hours`` rows or
-        fewer."""
+        """The humidity-change CUSUM over the newest ``test.span_hours`` of consecutive rows,
+        over its threshold, now (above 1: drift); None without the humidity variables or with
+        ``test.baseline_hours`` rows or fewer."""
         if not self.humidity.size:
             return None
         path = humidity_change_path(
-            self.humidity_residual(rows),
+            self.humidity_residual(rows[-(test.baseline_hours + test.span_hours) :]),
             baseline_hours=test.baseline_hours,
             allowance=test.allowance,
             cap=test.cap,

@@ -14,9 +14,11 @@ from rps.params import DriftScenario, Params, load_params
 from rps.serving.drift import DriftMonitor, ReferenceProfile, input_checks, training_bounds
 from rps.serving.seasonal import (
     SEASONAL_KEY,
+    HumidityChangeTest,
     SeasonalReference,
     SeasonalReferenceError,
     build_reference,
+    humidity_change_path,
     implied_dew_point,
     trailing_mean,
     trailing_median,
@@ -254,3 +256,17 @@ def test_humidity_change_catches_a_ramp_and_a_doubled_swing_within_12_hours(
     windows = _hourly_ratios(reference, rows[rows.index >= onset - pd.Timedelta(hours=6)])
     early = windows[(windows.index >= onset) & (windows.index <= crossed[0])]
     assert (early <= 1.0).all().all()  # the window checks had not seen it yet
+
+
+def test_humidity_change_runs_over_the_newest_span(setup, reference) -> None:
+    """The CUSUM reads the newest ``span_hours`` rows (each with its baseline), so a ring of
+    three weeks costs a week's medians; with fewer rows than a baseline there is no value."""
+    rows = _rows(setup, None).to_numpy(dtype=float)[:500]
+    # no allowance: the sum never falls back to 0, so it shows how many rows it covered
+    test = HumidityChangeTest(span_hours=48, allowance=0.0, threshold=2.0)
+    residual = reference.humidity_residual(rows)
+    tail = humidity_change_path(residual[-72:], baseline_hours=24, allowance=0.0, cap=3.0)
+    whole = humidity_change_path(residual, baseline_hours=24, allowance=0.0, cap=3.0)
+    assert reference.humidity_change(rows, test) == pytest.approx(tail[-1] / 2.0)
+    assert tail.size == 48 and whole[-1] > tail[-1] > 0
+    assert reference.humidity_change(rows[:24], test) is None

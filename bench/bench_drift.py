@@ -10,11 +10,11 @@ with ``--reuse``), then replays hour by hour, through the code the API runs:
 * the realised value of each hour is joined when that hour arrives, and
   ``live_accuracy(error_scale=holdout RMSE)`` gives the forecast-error ratio and live RMSE;
 * the alert rules on simulated time: DataDriftDetected fires in an hour when the worst check
-  ratio (seasonal input checks and forecast error) is above 1 (its ``for: 5m`` is shorter than
-  the hour the gauges hold); LiveAccuracyDegraded when live RMSE > 1.5 x holdout RMSE with at
-  least 48 joined predictions; SensorStuck (a sensor alert that does not retrain) when the
-  monitor's ``stuck`` hours reach the rule's threshold. An alert *starts* when it fires after
-  an hour it did not.
+  ratio (seasonal input checks, humidity change and forecast error) is above 1 (its
+  ``for: 5m`` is shorter than the hour the gauges hold); LiveAccuracyDegraded when live
+  RMSE > 1.5 x holdout RMSE with at least 48 joined predictions; SensorStuck (a sensor alert
+  that does not retrain) when the monitor's ``stuck`` hours reach the rule's threshold. An
+  alert *starts* when it fires after an hour it did not.
 
 Runs (a) the clean replay year (the champion's own year: its first ~80 % were training data,
 the rest its holdout) and (b) each drift scenario at 12 onsets spread over the year and over
@@ -356,7 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         "`ServedModel.predict`, the served model's `DriftMonitor` and a `PredictionLog` "
         "(realised values joined as their hour arrives); the alert rules applied on "
         f"simulated time. Drift checks in force: `seasonal_anomaly`, `humidity_consistency` "
-        f"(window {served.profile.seasonal.window if served.profile.seasonal else '-'} h) and "
+        f"(window {served.profile.seasonal.window if served.profile.seasonal else '-'} h), "
+        f"`humidity_change` (CUSUM allowance {params.drift.humidity_allowance} degC, cap "
+        f"{params.drift.humidity_cap}, threshold {params.drift.humidity_threshold}, baseline "
+        f"{params.drift.humidity_baseline_hours} h, over the newest "
+        f"{params.drift.humidity_span_hours} rows) and "
         f"`forecast_error` (CUSUM allowance {params.drift.error_allowance}, cap "
         f"{params.drift.error_cap}, threshold {params.drift.error_threshold}, over the newest "
         f"{params.drift.live_accuracy_window} joined errors); the sensor check `stuck` "

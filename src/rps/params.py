@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 if TYPE_CHECKING:
     from rps.serving.accuracy import ErrorTest
+    from rps.serving.seasonal import HumidityChangeTest
 
 
 class _Strict(BaseModel):
@@ -176,7 +177,12 @@ class DriftParams(_Strict):
     live_accuracy_window: int = Field(default=168, ge=1)
     error_allowance: float = Field(default=1.0, ge=0)
     error_cap: float = Field(default=16.0, gt=1)
-    error_threshold: float = Field(default=30.0, gt=0)
+    error_threshold: float = Field(default=40.0, gt=0)
+    humidity_baseline_hours: int = Field(default=24, ge=1)
+    humidity_span_hours: int = Field(default=168, ge=1)
+    humidity_allowance: float = Field(default=0.5, ge=0)
+    humidity_cap: float = Field(default=3.0, gt=0)
+    humidity_threshold: float = Field(default=5.0, gt=0)
 
     def error_test(self) -> ErrorTest:
         """The forecast-error CUSUM's parameters."""
@@ -184,6 +190,18 @@ class DriftParams(_Strict):
 
         return ErrorTest(
             allowance=self.error_allowance, cap=self.error_cap, threshold=self.error_threshold
+        )
+
+    def humidity_test(self) -> HumidityChangeTest:
+        """The humidity-change CUSUM's parameters."""
+        from rps.serving.seasonal import HumidityChangeTest
+
+        return HumidityChangeTest(
+            baseline_hours=self.humidity_baseline_hours,
+            span_hours=self.humidity_span_hours,
+            allowance=self.humidity_allowance,
+            cap=self.humidity_cap,
+            threshold=self.humidity_threshold,
         )
 
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rps.serving.cusum import cusum_path
+
 logger = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -71,7 +73,7 @@ class ErrorTest:
 
     allowance: float = 1.0
     cap: float = 16.0
-    threshold: float = 30.0
+    threshold: float = 40.0
 
 
 def error_cusum_path(
@@ -96,12 +98,7 @@ def error_cusum_path(
     if not scale > 0:
         raise ValueError(f"error_cusum needs a positive scale, got {scale}")
     steps = np.minimum((np.asarray(errors, dtype=float) / scale) ** 2, cap) - 1.0 - allowance
-    path = np.empty(len(steps))
-    value = 0.0
-    for i, step in enumerate(steps.tolist()):
-        value = max(0.0, value + step)
-        path[i] = value
-    return path
+    return cusum_path(steps)
 
 
 def error_cusum(errors: np.ndarray, *, scale: float, allowance: float, cap: float) -> float:

@@ -12,6 +12,9 @@ recomputes, every ``recompute_every`` rows or ``recompute_seconds`` (never per r
   its limit (above 1: drift): ``seasonal_anomaly`` (the largest per-feature ``|mean anomaly|``
   against the feature's calendar-conditioned climatology) and ``humidity_consistency``
   (the window median of implied minus measured dew point);
+* over the newest week of the ring, ``humidity_change``: the CUSUM of the humidity residual's
+  moves from its own previous 24 h, over its threshold
+  (:func:`rps.serving.seasonal.humidity_change_path`, parameters ``drift.humidity_*``);
 * over the whole ring, the hours the temperature has been unchanged while the humidity
   residual moved (``stuck``, :func:`rps.serving.seasonal.stuck_hours`): a sensor fault,
   published apart from the drift checks and alerted on by its own rule.
@@ -32,11 +35,16 @@ from typing import Any
 
 import numpy as np
 
-from rps.serving.seasonal import SEASONAL_KEY, SeasonalReference, SeasonalReferenceError
+from rps.serving.seasonal import (
+    SEASONAL_KEY,
+    HumidityChangeTest,
+    SeasonalReference,
+    SeasonalReferenceError,
+)
 
 logger = logging.getLogger(__name__)
 
-CHECKS: tuple[str, ...] = ("seasonal_anomaly", "humidity_consistency")
+CHECKS: tuple[str, ...] = ("seasonal_anomaly", "humidity_consistency", "humidity_change")
 """The input checks, the ``check`` label of ``drift_check_ratio``."""
 
 
@@ -126,7 +134,8 @@ class DriftSnapshot:
         samples: Rows in the ring.
         ood_ratio: Share of the ring's rows with a feature outside the training range.
         prediction_variance: Variance of the ring's point forecasts.
-        window: Rows behind ``checks`` and ``feature_anomaly`` (0: not computed yet).
+        window: Rows behind the window checks and ``feature_anomaly`` (0: not computed yet;
+            ``humidity_change`` reads up to the newest week of the ring).
         checks: Per check of :data:`CHECKS`, its value over its limit (above 1: drift).
         feature_anomaly: Per tracked feature, ``|mean anomaly|`` over its limit.
         stuck: Keyed by ``temperature_2m``, the newest rows over which the temperature stayed
@@ -188,6 +197,7 @@ class DriftMonitor:
         recompute_seconds: float = 10.0,
         min_samples: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        humidity_test: HumidityChangeTest | None = None,
     ) -> None:
         """Create an empty ring.
 
@@ -201,6 +211,8 @@ class DriftMonitor:
             min_samples: Rows needed before the first computation; default the checks'
                 window (or ``min(window_size, 100)`` without a seasonal reference).
             clock: Monotonic seconds (injectable for tests).
+            humidity_test: The humidity-change CUSUM's parameters (default
+                :class:`~rps.serving.seasonal.HumidityChangeTest`).
         """
         seasonal_window = profile.seasonal.window if profile.seasonal is not None else 0
         self.profile = profile
@@ -211,6 +223,7 @@ class DriftMonitor:
         self.recompute_seconds = recompute_seconds
         self.min_samples = min_samples or seasonal_window or min(self.window_size, 100)
         self._clock = clock
+        self.humidity_test = humidity_test or HumidityChangeTest()
         self._rows = np.zeros((self.window_size, n_features))
         self._ood = np.zeros(self.window_size, dtype=bool)
         self._predictions = np.zeros(self.window_size)
@@ -318,8 +331,12 @@ class DriftMonitor:
         seasonal = self.profile.seasonal
         if seasonal is not None and n >= seasonal.window:
             window = seasonal.window
-            checks, features = input_checks(seasonal, self._newest(window))
-            stuck = seasonal.stuck(self._newest(n))
+            ring = self._newest(n)
+            checks, features = input_checks(seasonal, ring[-window:])
+            change = seasonal.humidity_change(ring, self.humidity_test)
+            if change is not None:
+                checks["humidity_change"] = change
+            stuck = seasonal.stuck(ring)
         self.last = DriftSnapshot(
             samples=n,
             ood_ratio=float(self._ood[:n].mean()),

@@ -13,6 +13,19 @@ always differs from a whole training year. The reference therefore describes eac
   over the window (one storm hour cannot move it). Weather moves the three sensors together;
   a biased, stuck or delayed sensor breaks it.
 
+* **humidity change** (:func:`humidity_change_path`): a one-sided CUSUM of how far the
+  humidity residual above moved from its own median over the previous
+  :attr:`HumidityChangeTest.baseline_hours` (24) rows, ``g = max(0, g + min(|r - median|,
+  cap) - allowance)``, over its threshold. The level check above must clear the offsets the
+  residual keeps for days in clean weather (the recording's dew point below 0 degC is a
+  frost point, about 10 % of its value above the implied dew point; the splices between the
+  recording's months), so it misses a drift that moves the residual by 1-2 degC; measured
+  against its own recent past, that offset cancels, and the sum adds up a drift that is too
+  small for any single window (a temperature ramping up by 5 degC a day, a doubled daily
+  swing whose sign changes twice a day, which a window median averages away). Its
+  parameters are serving-time tunables (``drift.humidity_*`` in params.yaml), in degC of
+  residual, not calibrated per bundle.
+
 * **stuck sensor** (:func:`stuck_hours`, not a drift check: it feeds its own alert): the
   hours the temperature (the target's sensor) has been unchanged, counted only once the
   humidity residual above moved by :data:`STUCK_MIN_MOVE` degC or more over those hours. A
@@ -42,6 +55,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from rps.serving.cusum import cusum_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -141,6 +156,54 @@ def stuck_hours(values: np.ndarray, residual: np.ndarray, min_move: float = STUC
 
 
 @dataclass(frozen=True)
+class HumidityChangeTest:
+    """The humidity-change CUSUM's parameters (``drift.humidity_*`` in params.yaml).
+
+    Attributes:
+        baseline_hours: Rows before each row whose median residual is its baseline.
+        span_hours: The CUSUM runs over the newest this many rows (each with its baseline
+            before it): a week, as the forecast-error CUSUM's window; a sum still above 0
+            after a week has crossed long before.
+        allowance: Move from the baseline (degC) tolerated per row before the sum grows.
+        cap: Each row's move counts at most this much (degC): one glitch hour cannot fire it.
+        threshold: The CUSUM value (degC x rows) that means drift (ratio 1).
+    """
+
+    baseline_hours: int = 24
+    span_hours: int = 168
+    allowance: float = 0.5
+    cap: float = 3.0
+    threshold: float = 5.0
+
+
+def humidity_change_path(
+    residual: np.ndarray, *, baseline_hours: int, allowance: float, cap: float
+) -> np.ndarray:
+    """The humidity-change CUSUM after each row that has a full baseline before it.
+
+    ``g = max(0, g + min(|r_t - median(r_{t-b} .. r_{t-1})|, cap) - allowance)`` with
+    ``b = baseline_hours``, starting at 0 on row ``b``.
+
+    Args:
+        residual: ``(n,)`` humidity residuals (degC) of consecutive rows.
+        baseline_hours: Rows in each baseline.
+        allowance: Move tolerated per row (degC).
+        cap: Largest move counted per row (degC).
+
+    Returns:
+        ``(max(0, n - b),)`` the path for rows ``b .. n-1`` (empty while there are ``b`` rows
+        or fewer).
+    """
+    residual = np.asarray(residual, dtype=float)
+    if len(residual) <= baseline_hours:
+        return np.zeros(0)
+    history = np.lib.stride_tricks.sliding_window_view(residual[:-1], baseline_hours)
+    baseline = np.median(history, axis=1)
+    moved = np.minimum(np.abs(residual[baseline_hours:] - baseline), cap)
+    return cusum_path(moved - allowance)
+
+
+@dataclass(frozen=True)
 class SeasonalReference:
     """The seasonal reference, prepared for serving (see the module docstring).
 
@@ -224,6 +287,20 @@ class SeasonalReference:
             return {}
         temperature = HUMIDITY[0]
         return {temperature: stuck_hours(rows[:, self.humidity[0]], self.humidity_residual(rows))}
+
+    def humidity_change(self, rows: np.ndarray, test: HumidityChangeTest) -> float | None:
+        """The humidity-change CUSUM over the newest ``test.span_hours`` of consecutive rows,
+        over its threshold, now (above 1: drift); None without the humidity variables or with
+        ``test.baseline_hours`` rows or fewer."""
+        if not self.humidity.size:
+            return None
+        path = humidity_change_path(
+            self.humidity_residual(rows[-(test.baseline_hours + test.span_hours) :]),
+            baseline_hours=test.baseline_hours,
+            allowance=test.allowance,
+            cap=test.cap,
+        )
+        return float(path[-1]) / test.threshold if path.size else None
 
     def humidity_residual(self, rows: np.ndarray) -> np.ndarray:
         """``(n,)`` implied minus measured dew point of each row's hour (degC)."""

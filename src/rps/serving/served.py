@@ -85,7 +85,10 @@ class ServedModel:
     def new_drift_monitor(self, params: DriftParams) -> DriftMonitor:
         """An empty drift window against this model's training reference."""
         return DriftMonitor(
-            self.profile, n_features=len(self.feature_names), window_size=params.window_size
+            self.profile,
+            n_features=len(self.feature_names),
+            window_size=params.window_size,
+            humidity_test=params.humidity_test(),
         )
 
 

@@ -14,9 +14,11 @@ from rps.params import DriftScenario, Params, load_params
 from rps.serving.drift import DriftMonitor, ReferenceProfile, input_checks, training_bounds
 from rps.serving.seasonal import (
     SEASONAL_KEY,
+    HumidityChangeTest,
     SeasonalReference,
     SeasonalReferenceError,
     build_reference,
+    humidity_change_path,
     implied_dew_point,
     trailing_mean,
     trailing_median,
@@ -197,3 +199,74 @@ def test_implied_dew_point_and_trailing_mean() -> None:
 def test_training_bounds_default_to_infinite_when_unknown() -> None:
     lower, upper = training_bounds(["a", "b"], {"a": {"min": 0.0, "max": 2.0}, "b": {}})
     assert lower.tolist() == [0.0, -np.inf] and upper.tolist() == [2.0, np.inf]
+
+
+def _hourly_change(reference: SeasonalReference, rows: pd.DataFrame) -> pd.Series:
+    """``humidity_change`` after each hourly row, from a monitor fed one row an hour (as the
+    API's worker is by one forecast an hour); NaN while its ring holds no full baseline."""
+    matrix = rows.to_numpy(dtype=float)
+    profile = ReferenceProfile(n_features=matrix.shape[1], seasonal=reference)
+    monitor = DriftMonitor(profile, n_features=matrix.shape[1], window_size=500)
+    values = []
+    for row in matrix:
+        monitor.observe(row[None, :], np.zeros(1, bool), np.zeros(1))
+        values.append(monitor.compute().checks.get("humidity_change", np.nan))
+    return pd.Series(values, index=rows.index)
+
+
+def test_humidity_change_stays_quiet_on_clean_unseen_late_autumn(setup, reference) -> None:
+    """October 20..December (73 days, after the reference period): the humidity-change CUSUM
+    crosses in at most 2 episodes (under 1 per 30 days) lasting 3 days in all (it was above 1
+    for 46 h, one episode, on 2026-12-03), and is computed from the 25th row on."""
+    rows = _rows(setup, None)
+    change = _hourly_change(reference, rows[rows.index >= TRAIN_END])
+    assert change.iloc[:24].isna().all() and change.iloc[24:].notna().all()
+    above = (change.iloc[24:] > 1.0).to_numpy()
+    episodes = int(above[0]) + int(np.sum(above[1:] & ~above[:-1]))
+    assert episodes <= 2, change[change > 1.0]
+    assert above.sum() <= 72, change[change > 1.0]
+
+
+@pytest.mark.parametrize(
+    ("scenario", "onset"),
+    [
+        ({"kind": "mean_shift", "variables": ["temperature_2m"], "magnitude": 5.0}, ONSET),
+        ({"kind": "variance", "variables": ["temperature_2m"], "magnitude": 2.0}, ONSET),
+        # a cloudy March day: the doubled swing stays within 1.5 degC for most of 12 h
+        (
+            {"kind": "variance", "variables": ["temperature_2m"], "magnitude": 2.0},
+            pd.Timestamp("2025-03-15 14:00", tz="UTC"),
+        ),
+    ],
+)
+def test_humidity_change_catches_a_ramp_and_a_doubled_swing_within_12_hours(
+    setup, reference, scenario, onset
+) -> None:
+    """A temperature ramping up 5 degC over a day and a doubled daily swing around the day's
+    mean move the humidity residual too little or too briefly for the window checks; the
+    CUSUM of its moves from its previous 24 h crosses within 12 h, and not before the onset."""
+    drifted = DriftScenario.model_validate({**scenario, "start": onset.isoformat()})
+    rows = _rows(setup, drifted)
+    change = _hourly_change(reference, rows[rows.index >= onset - pd.Timedelta(days=3)])
+    assert (change[change.index < onset].dropna() <= 1.0).all()
+    after = change[change.index >= onset]
+    crossed = after.index[after > 1.0]
+    assert len(crossed), after.max()
+    assert crossed[0] - onset <= pd.Timedelta(hours=12)
+    windows = _hourly_ratios(reference, rows[rows.index >= onset - pd.Timedelta(hours=6)])
+    early = windows[(windows.index >= onset) & (windows.index <= crossed[0])]
+    assert (early <= 1.0).all().all()  # the window checks had not seen it yet
+
+
+def test_humidity_change_runs_over_the_newest_span(setup, reference) -> None:
+    """The CUSUM reads the newest ``span_hours`` rows (each with its baseline), so a ring of
+    three weeks costs a week's medians; with fewer rows than a baseline there is no value."""
+    rows = _rows(setup, None).to_numpy(dtype=float)[:500]
+    # no allowance: the sum never falls back to 0, so it shows how many rows it covered
+    test = HumidityChangeTest(span_hours=48, allowance=0.0, threshold=2.0)
+    residual = reference.humidity_residual(rows)
+    tail = humidity_change_path(residual[-72:], baseline_hours=24, allowance=0.0, cap=3.0)
+    whole = humidity_change_path(residual, baseline_hours=24, allowance=0.0, cap=3.0)
+    assert reference.humidity_change(rows, test) == pytest.approx(tail[-1] / 2.0)
+    assert tail.size == 48 and whole[-1] > tail[-1] > 0
+    assert reference.humidity_change(rows[:24], test) is None

@@ -518,11 +518,12 @@ class PredictionService:
             hours = [spec.horizon_hours] if single else list(range(1, model.max_horizon_hours + 1))
             rows = self._stored_rows(model, window, hours)
             points = self._trajectory(model, rows, hours, window.issue_time)
-        except UnavailableError as exc:
+        except Exception as exc:  # UnavailableError, or a model failing: never break the scrape
             self.published = None
-            if str(exc) != self._unpublished_reason:  # once per reason, not every scrape
-                logger.info("no forecast trajectory to publish: %s", exc)
-                self._unpublished_reason = str(exc)
+            reason = str(exc) if isinstance(exc, UnavailableError) else repr(exc)
+            if reason != self._unpublished_reason:  # once per reason, not every scrape
+                logger.info("no forecast trajectory to publish: %s", reason)
+                self._unpublished_reason = reason
             return
         self.published = PublishedTrajectory(model=model, window=window, points=points)
         self._unpublished_reason = None

@@ -335,3 +335,22 @@ def test_metrics_publish_a_single_horizon_model_at_its_horizon(
         (6, "prediction"): body["prediction"],
         (6, "upper"): body["upper"],
     }
+
+
+def test_a_trajectory_that_fails_leaves_the_scrape_working(
+    trajectory_client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model failing on the stored window drops the series; the other metrics still answer."""
+    from rps.serving.service import PredictionService
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the model cannot predict")
+
+    _store(tmp_path, _observations(200))
+    monkeypatch.setattr(PredictionService, "_trajectory", staticmethod(broken))
+    response = trajectory_client.get("/metrics")
+    assert response.status_code == 200 and "model_info{" in response.text
+    assert _trajectory_metrics(trajectory_client) == ({}, None)
+    monkeypatch.undo()
+    values, _ = _trajectory_metrics(trajectory_client)
+    assert len(values) == 144

@@ -46,7 +46,7 @@ class Panel:
     """A panel before layout; ``width`` and ``height`` in grid units."""
 
     title: str
-    kind: str  # timeseries | stat | table | heatmap
+    kind: str  # timeseries | stat | table | heatmap | trend
     queries: list[Query]
     description: str
     unit: str = "short"
@@ -58,6 +58,24 @@ class Panel:
     mappings: list[dict[str, Any]] = field(default_factory=list)
     decimals: int | None = None
     hide_columns: tuple[str, ...] = ()
+    band: Band | None = None  # trend panels only
+
+
+@dataclass(frozen=True)
+class Band:
+    """What a ``trend`` panel draws: series against a numeric label instead of time.
+
+    Its queries are instant and in table format, one per series, each aggregated ``by`` the
+    ``x_label``. Grafana's Prometheus datasource turns query ``A`` into a frame with the fields
+    ``Time``, the label and ``Value #A``; the panel's transformations make the label a number,
+    join the frames on it into one (the trend panel draws a single frame), drop the ``Time``
+    fields, name each value field after its series and sort by x. The first series is filled
+    up to the last one (the interval band), the others are drawn as lines.
+    """
+
+    x_label: str
+    x_unit: str
+    series: tuple[str, ...]  # one per query, in query order: lower bound first, upper last
 
 
 @dataclass
@@ -93,6 +111,54 @@ def _targets(queries: list[Query]) -> list[dict[str, Any]]:
     return targets
 
 
+def _value_field(ref_id: str) -> str:
+    """The value field Grafana's Prometheus datasource names for a table query of several."""
+    return f"Value #{ref_id}"
+
+
+def _band_transformations(band: Band, ref_ids: list[str]) -> list[dict[str, Any]]:
+    # a join names repeated fields "Time 1", "Time 2", ...: drop every one of them
+    times = ["Time", *(f"Time {i}" for i in range(1, len(ref_ids) + 1))]
+    return [
+        {
+            "id": "convertFieldType",
+            "options": {
+                "fields": {},
+                "conversions": [{"targetField": band.x_label, "destinationType": "number"}],
+            },
+        },
+        {"id": "joinByField", "options": {"byField": band.x_label, "mode": "outer"}},
+        {
+            "id": "organize",
+            "options": {
+                "excludeByName": dict.fromkeys(times, True),
+                "indexByName": {},
+                "renameByName": {
+                    _value_field(ref): name for ref, name in zip(ref_ids, band.series, strict=True)
+                },
+            },
+        },
+        {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": band.x_label}]}},
+    ]
+
+
+def _band_overrides(band: Band) -> list[dict[str, Any]]:
+    def by_name(name: str, properties: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "matcher": {"id": "byName", "options": name},
+            "properties": [{"id": key, "value": value} for key, value in properties.items()],
+        }
+
+    lower, *middle, upper = band.series
+    bound = {"color": {"mode": "fixed", "fixedColor": "blue"}, "custom.lineWidth": 1}
+    return [
+        by_name(band.x_label, {"unit": band.x_unit, "decimals": 0}),
+        by_name(lower, bound),
+        by_name(upper, {**bound, "custom.fillBelowTo": lower, "custom.fillOpacity": 20}),
+        *(by_name(name, {"color": {"mode": "fixed", "fixedColor": "orange"}}) for name in middle),
+    ]
+
+
 def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "unit": panel.unit,
@@ -106,7 +172,32 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     if panel.decimals is not None:
         defaults["decimals"] = panel.decimals
     options: dict[str, Any]
-    if panel.kind == "timeseries":
+    overrides: list[dict[str, Any]] = []
+    transformations: list[dict[str, Any]] = []
+    if (panel.band is None) != (panel.kind != "trend"):
+        raise ValueError(f"{panel.title}: a band goes with a trend panel, and only there")
+    if panel.band is not None:
+        band = panel.band
+        if len(band.series) != len(panel.queries) or len(band.series) < 2:
+            raise ValueError(f"{panel.title}: one query per band series, at least two")
+        if not all(q.instant and q.fmt == "table" for q in panel.queries):
+            raise ValueError(f"{panel.title}: band queries are instant, in table format")
+        defaults["color"] = {"mode": "palette-classic"}
+        defaults["custom"] = {
+            "drawStyle": "line",
+            "lineWidth": 2,
+            "fillOpacity": 0,
+            "showPoints": "never",
+            "spanNulls": False,
+        }
+        options = {
+            "xField": band.x_label,
+            "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
+            "tooltip": {"mode": "multi", "sort": "none"},
+        }
+        overrides = _band_overrides(band)
+        transformations = _band_transformations(band, [t["refId"] for t in _targets(panel.queries)])
+    elif panel.kind == "timeseries":
         defaults["color"] = {"mode": "palette-classic"}
         defaults["custom"] = {
             "drawStyle": "line",
@@ -151,17 +242,19 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "description": panel.description,
         "datasource": dict(DATASOURCE),
         "gridPos": {"h": panel.height, "w": panel.width, "x": x, "y": y},
-        "fieldConfig": {"defaults": defaults, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": overrides},
         "options": options,
         "targets": _targets(panel.queries),
     }
     if panel.hide_columns:
-        result["transformations"] = [
+        transformations.append(
             {
                 "id": "organize",
                 "options": {"excludeByName": dict.fromkeys(panel.hide_columns, True)},
             }
-        ]
+        )
+    if transformations:
+        result["transformations"] = transformations
     return result
 
 
@@ -412,6 +505,9 @@ def service_health() -> dict[str, Any]:
     )
 
 
+TRAJECTORY_SERIES = ("lower", "prediction", "upper")  # the bound label's values
+
+
 def model_performance() -> dict[str, Any]:
     """Model performance: throughput, intervals, drift, live accuracy and model version."""
     rows = [
@@ -463,6 +559,47 @@ def model_performance() -> dict[str, Any]:
                     "Rows predicted per minute over 5 minutes (each row of a batch counts).",
                     width=4,
                     height=4,
+                ),
+            ],
+        ),
+        Row(
+            "Forecast trajectory",
+            [
+                Panel(
+                    "Forecast trajectory",
+                    "trend",
+                    [
+                        Query(
+                            f'max by (horizon_hours) (forecast_trajectory{{{JOB}, bound="{b}"}})',
+                            instant=True,
+                            fmt="table",
+                        )
+                        for b in TRAJECTORY_SERIES
+                    ],
+                    "The served model's forecast from the newest stored observations for every "
+                    "hour it forecasts (x: hours ahead of the issue time), inside its 90% "
+                    "interval (shaded). A model without a trajectory shows its own horizon only. "
+                    "Recomputed at scrape time when the pipeline stores new observations or the "
+                    "model changes.",
+                    unit="celsius",
+                    width=18,
+                    height=9,
+                    band=Band("horizon_hours", "h", TRAJECTORY_SERIES),
+                ),
+                Panel(
+                    "Trajectory issued at",
+                    "stat",
+                    [
+                        Query(
+                            f"1000 * max(forecast_trajectory_issue_timestamp_seconds{{{JOB}}})",
+                            instant=True,  # a time: no sparkline
+                        )
+                    ],
+                    "Time of the newest stored observation the trajectory starts from: hour 1 "
+                    "of the trajectory is one hour later.",
+                    unit="dateTimeAsIso",
+                    width=6,
+                    height=9,
                 ),
             ],
         ),

@@ -20,6 +20,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from tests.integration import test_monitoring_chain as chain
@@ -160,3 +161,22 @@ def test_panel_values_match_the_traffic(stack: Stack, traffic: Traffic) -> None:
         for r in stack.vector('max by (instance) (drift_check_ratio{job="rps-predictor"})')
     }
     assert ratios[Stack.instance(stack.drifted)] > 1.0 >= ratios[clean]
+
+
+def test_trajectory_panel_shows_the_forecast_of_the_stored_observations(
+    stack: Stack, traffic: Traffic
+) -> None:
+    """The clean server has stored observations, the drifted one none: the trajectory series
+    are the clean server's GET /forecast answer (the test bundle forecasts +6 h only)."""
+    with stack.clean.client() as client:
+        body = client.get("/forecast").json()
+    series = stack.vector('forecast_trajectory{job="rps-predictor"}')
+    assert {s["metric"]["instance"] for s in series} == {Stack.instance(stack.clean)}
+    values = {
+        (s["metric"]["horizon_hours"], s["metric"]["bound"]): float(s["value"][1]) for s in series
+    }
+    # Prometheus' JSON carries each sample's text: the shortest repr of the float, exact
+    assert values == {("6", bound): body[bound] for bound in ("lower", "prediction", "upper")}
+    assert body["lower"] < body["prediction"] < body["upper"]
+    (issued,) = stack.vector('forecast_trajectory_issue_timestamp_seconds{job="rps-predictor"}')
+    assert float(issued["value"][1]) == pd.Timestamp(body["issue_time"]).timestamp()

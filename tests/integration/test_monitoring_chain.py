@@ -35,9 +35,11 @@ from rps.monitoring.local_stack import write_rules
 from rps.settings import Settings
 from tests.integration.alerting_support import Receiver, require_binary, wait_for
 from tests.integration.conftest_serving import (
+    TRAIN_END,
     TRAIN_START,
     ServerHandle,
     feature_spec,
+    replay_observations,
     serving_params,
     start_server,
     training_features,
@@ -152,6 +154,20 @@ def _write_pipeline_status(state_dir: Path) -> None:
     (state_dir / "pipeline_status.json").write_text(json.dumps(status), encoding="utf-8")
 
 
+STORED_DAYS = 9
+"""Days of observations the pipeline stored for the clean server (after the training data, so
+no logged prediction is joined with them): its forecast trajectory series come from them."""
+
+
+def _write_stored_observations(state_dir: Path) -> pd.DataFrame:
+    """What the pipeline leaves in ``data/processed/observations.parquet``."""
+    frame = replay_observations(TRAIN_END, TRAIN_END + pd.Timedelta(days=STORED_DAYS))
+    processed = state_dir / "data" / "processed"
+    processed.mkdir(parents=True)
+    frame.to_parquet(processed / "observations.parquet", index=False)
+    return frame
+
+
 @pytest.fixture(scope="module")
 def stack(serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """Two API servers, the receiver, Alertmanager and Prometheus, all on loopback."""
@@ -165,6 +181,7 @@ def stack(serving_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         clean_state = root / "api-clean"
         clean_state.mkdir()
         _write_pipeline_status(clean_state)
+        _write_stored_observations(clean_state)
         clean = start_server(state_dir=clean_state, model_dir=serving_bundle)
         stop.append(clean.stop)
         drifted = start_server(state_dir=root / "api-drifted", model_dir=serving_bundle)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,6 +20,7 @@ from tests.integration.conftest_serving import (
     TRAIN_END,
     ServerHandle,
     observation_window,
+    parse_metrics,
     replay_observations,
     start_server,
 )
@@ -90,3 +92,36 @@ def test_predict_takes_horizon_hours_and_old_requests_are_unchanged(
     # one row against a batch of 25: the interval's matrix product may differ in the last bit
     assert [item[k] for k in ("prediction", "lower", "upper")] == pytest.approx(expected, rel=1e-12)
     assert client.post("/predict", json={**window, "horizon_hours": 49}).status_code == 422
+
+
+def test_every_worker_publishes_the_trajectory_of_the_stored_observations(
+    tmp_path: Path, trajectory_bundle: Path, stored: pd.DataFrame
+) -> None:
+    """Two workers: whichever answers the scrape, forecast_trajectory is the whole 48-hour
+    GET /forecast?hours=48 answer (computed at scrape time, no per-worker gauge to merge)."""
+    processed = tmp_path / "data" / "processed"
+    processed.mkdir(parents=True)
+    stored.to_parquet(processed / "observations.parquet", index=False)
+    server = start_server(state_dir=tmp_path, model_dir=trajectory_bundle, workers=2)
+    try:
+        points = server.client().get("/forecast", params={"hours": 48}).json()["trajectory"]
+        expected = {
+            f'forecast_trajectory{{bound="{bound}",horizon_hours="{p["horizon_hours"]}"}}': p[bound]
+            for p in points
+            for bound in ("lower", "prediction", "upper")
+        }
+        issued = pd.Timestamp(stored["time"].iloc[-1]).timestamp()
+        scraped: dict[int, dict[str, float]] = {}
+        for _ in range(60):  # fresh connections until both workers have answered
+            with httpx.Client(base_url=server.url, timeout=10.0) as client:
+                pid = client.get("/health").json()["worker_pid"]  # same connection, same worker
+                scraped[pid] = parse_metrics(client.get("/metrics").text)
+            if len(scraped) == 2:
+                break
+        assert len(scraped) == 2, f"one worker answered every scrape: {sorted(scraped)}"
+        for metrics in scraped.values():
+            trajectory = {k: v for k, v in metrics.items() if k.startswith("forecast_trajectory{")}
+            assert trajectory == expected
+            assert metrics["forecast_trajectory_issue_timestamp_seconds"] == issued
+    finally:
+        server.stop()

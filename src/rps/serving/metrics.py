@@ -7,7 +7,8 @@ counters and histograms are summed, gauges use the multiprocess mode named at th
 (``livemostrecent``: the value most recently set by a live worker).
 
 Values that are a function of "now" or of a file (uptime, the pipeline status, the served
-model's identity) are not stored: a collector computes them at scrape time.
+model's identity, the forecast trajectory from the stored observations) are not stored: a
+collector computes them at scrape time, so every worker answers the same without a gauge mode.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from rps.serving.accuracy import LiveAccuracy
     from rps.serving.drift import DriftSnapshot
     from rps.serving.predictor import ServedModel
+    from rps.serving.service import PublishedTrajectory
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +94,8 @@ def _iso_timestamp(value: object) -> float | None:
 
 
 class RuntimeCollector(Collector):
-    """Scrape-time metrics: uptime, the served model, live accuracy, the pipeline status file.
+    """Scrape-time metrics: uptime, the served model, live accuracy, the pipeline status file
+    and the forecast trajectory.
 
     Live accuracy is read from the prediction log that all workers share, so every worker
     answers the same; ``live_rmse``/``live_mae`` are absent until a prediction has been joined
@@ -107,6 +110,7 @@ class RuntimeCollector(Collector):
         model_name: str,
         current_model: Callable[[], ServedModel | None],
         live_accuracy: Callable[[], LiveAccuracy | None],
+        trajectory: Callable[[], PublishedTrajectory | None] | None = None,
     ) -> None:
         """Create the collector.
 
@@ -116,12 +120,14 @@ class RuntimeCollector(Collector):
             model_name: The registered model name (label of ``model_info``).
             current_model: Returns the model this worker serves now.
             live_accuracy: Returns the live accuracy (None without a prediction log).
+            trajectory: Returns the trajectory to publish (None: nothing to publish).
         """
         self.started_at = started_at
         self.status_file = status_file
         self.model_name = model_name
         self.current_model = current_model
         self.live_accuracy = live_accuracy
+        self.trajectory = trajectory
 
     def describe(self) -> list[Metric]:
         """Nothing to pre-register (names are unique to this collector)."""
@@ -143,6 +149,7 @@ class RuntimeCollector(Collector):
             )
             info.add_metric([self.model_name, model.version, model.alias], 1.0)
             yield info
+            yield from self._trajectory(model)
             holdout = model.bundle.metrics.get("holdout_rmse")
             if holdout is not None and math.isfinite(holdout):
                 yield GaugeMetricFamily(
@@ -152,6 +159,28 @@ class RuntimeCollector(Collector):
                 )
         yield from self._live_accuracy()
         yield from self._pipeline_status()
+
+    def _trajectory(self, model: ServedModel) -> Iterator[Metric]:
+        published = self.trajectory() if self.trajectory is not None else None
+        if published is None or published.model is not model:  # swapped since the refresh
+            return
+        forecast = GaugeMetricFamily(
+            "forecast_trajectory",
+            "The served model's forecast from the newest stored observations, in the target's "
+            "unit, by lead time: the prediction and its interval bounds.",
+            labels=["horizon_hours", "bound"],
+        )
+        for point in published.points:
+            hours = str(point["horizon_hours"])
+            forecast.add_metric([hours, "lower"], point["lower"])
+            forecast.add_metric([hours, "prediction"], point["prediction"])
+            forecast.add_metric([hours, "upper"], point["upper"])
+        yield forecast
+        yield GaugeMetricFamily(
+            "forecast_trajectory_issue_timestamp_seconds",
+            "Unix time of the newest stored observation the forecast trajectory starts from.",
+            value=published.window.issue_time.timestamp(),
+        )
 
     def _live_accuracy(self) -> Iterator[Metric]:
         try:

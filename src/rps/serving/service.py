@@ -15,6 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, cast
 
@@ -64,6 +65,16 @@ class TrajectoryItem(TypedDict):
     prediction: float
     lower: float
     upper: float
+
+
+@dataclass(frozen=True)
+class PublishedTrajectory:
+    """The trajectory ``/metrics`` publishes: the served model's forecast for every hour it
+    forecasts (a model without a trajectory: its own horizon), from the newest stored window."""
+
+    model: ServedModel
+    window: StoredWindow
+    points: list[TrajectoryItem]
 
 
 class _ModelBody(TypedDict):
@@ -151,8 +162,11 @@ class PredictionService:
                 model_name=settings.registered_model_name,
                 current_model=lambda: self.manager.current,
                 live_accuracy=self._live_accuracy,
+                trajectory=lambda: self.published,
             )
         )
+        self.published: PublishedTrajectory | None = None
+        self._unpublished_reason: str | None = None
         self.prediction_log: PredictionLog | None = None
         self._logged_keys: dict[tuple[int, int, str], None] = {}  # insertion-ordered set
         self.drift: DriftMonitor | None = None
@@ -401,17 +415,9 @@ class PredictionService:
         if hours is not None:
             check_horizon(model, hours, ["query", "hours"], trajectory=True)
         window = self.stored_window(model)
-        if not window.consecutive(spec.window_hours):
-            raise UnavailableError(
-                f"the newest {spec.window_hours} stored hours in {window.path} are incomplete "
-                f"or have gaps; the forecast needs {spec.window_hours} consecutive hours"
-            )
         horizons = [spec.horizon_hours, *range(1, (hours or 0) + 1)]
         issue = window.issue_time
-        try:
-            rows = build_horizon_rows(window.values, spec, horizons, issue_time=cast(Any, issue))
-        except FeatureError as exc:
-            raise UnavailableError(f"stored observations cannot make a feature row: {exc}") from exc
+        rows = self._stored_rows(model, window, horizons)
         try:
             item = self.predict(model, rows[:1], issue_times=[issue], loc="observations")[0]
         except InputError as exc:
@@ -433,18 +439,44 @@ class PredictionService:
             "observations_file": str(window.path),
             "horizon_hours": spec.horizon_hours,
             "interval_alpha": model.bundle.interval.get("alpha"),
-            "trajectory": None if hours is None else self._trajectory(model, rows[1:], issue),
+            "trajectory": None if hours is None else self._answered(model, rows, horizons, issue),
         }
 
-    def _trajectory(
-        self, model: ServedModel, rows: np.ndarray, issue: datetime
+    def _answered(
+        self, model: ServedModel, rows: np.ndarray, horizons: list[int], issue: datetime
     ) -> list[TrajectoryItem]:
-        """The points of a trajectory (counted in the prediction metrics, not logged)."""
+        """The trajectory of a ``/forecast`` answer (after its first row, the model's own
+        horizon): counted in the prediction metrics, not logged."""
+        self.metrics.predictions.inc(len(rows) - 1)
+        return self._trajectory(model, rows[1:], horizons[1:], issue)
+
+    @staticmethod
+    def _stored_rows(model: ServedModel, window: StoredWindow, horizons: list[int]) -> np.ndarray:
+        """The feature rows of the stored window's newest hour for each lead time.
+
+        Raises:
+            UnavailableError: the window has gaps, or the observations cannot make a row.
+        """
+        spec = model.bundle.feature_spec
+        if not window.consecutive(spec.window_hours):
+            raise UnavailableError(
+                f"the newest {spec.window_hours} stored hours in {window.path} are incomplete "
+                f"or have gaps; the forecast needs {spec.window_hours} consecutive hours"
+            )
+        try:
+            issue = cast(Any, window.issue_time)
+            return build_horizon_rows(window.values, spec, horizons, issue_time=issue)
+        except FeatureError as exc:
+            raise UnavailableError(f"stored observations cannot make a feature row: {exc}") from exc
+
+    @staticmethod
+    def _trajectory(
+        model: ServedModel, rows: np.ndarray, hours: list[int], issue: datetime
+    ) -> list[TrajectoryItem]:
+        """The points of a trajectory: ``rows`` are the feature rows of lead times ``hours``."""
         forecast = model.predict(rows)
         if not (np.isfinite(forecast.point).all() and np.isfinite(forecast.lower).all()):
             raise UnavailableError("the model's trajectory is not finite for the stored hours")
-        self.metrics.predictions.inc(len(rows))
-        hours = rows[:, model.feature_index[HORIZON]].astype(int).tolist()
         return [
             {
                 "horizon_hours": h,
@@ -461,6 +493,37 @@ class PredictionService:
                 strict=True,
             )
         ]
+
+    def refresh_trajectory(self) -> None:
+        """Recompute the published trajectory if the model or the stored window changed.
+
+        Called before each scrape (off the event loop: a changed file is read). The window
+        object is the stored-file cache's, so an unchanged file and model cost a ``stat``. The
+        forecasts are neither logged nor monitored nor counted: they answer no request. While
+        there is no model or no usable window nothing is published (the series are absent).
+        """
+        model = self.manager.current
+        try:
+            if model is None:
+                raise UnavailableError("no model loaded")
+            window = self.stored_window(model)
+            published = self.published
+            if published is not None and published.model is model and published.window is window:
+                return
+            spec = model.bundle.feature_spec
+            single = model.bundle.max_horizon_hours is None
+            hours = [spec.horizon_hours] if single else list(range(1, model.max_horizon_hours + 1))
+            rows = self._stored_rows(model, window, hours)
+            points = self._trajectory(model, rows, hours, window.issue_time)
+        except Exception as exc:  # UnavailableError, or a model failing: never break the scrape
+            self.published = None
+            reason = str(exc) if isinstance(exc, UnavailableError) else repr(exc)
+            if reason != self._unpublished_reason:  # once per reason, not every scrape
+                logger.info("no forecast trajectory to publish: %s", reason)
+                self._unpublished_reason = reason
+            return
+        self.published = PublishedTrajectory(model=model, window=window, points=points)
+        self._unpublished_reason = None
 
     # feedback ---------------------------------------------------------------------------------
     def _target(self) -> str:

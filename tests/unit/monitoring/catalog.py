@@ -38,6 +38,8 @@ API_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "live_samples": ("gauge", ()),
     "model_holdout_rmse": ("gauge", ()),
     "model_info": ("gauge", ("name", "version", "alias")),
+    "forecast_trajectory": ("gauge", ("horizon_hours", "bound")),
+    "forecast_trajectory_issue_timestamp_seconds": ("gauge", ()),
     "pipeline_last_success_timestamp_seconds": ("gauge", ()),
     "data_last_observation_timestamp_seconds": ("gauge", ()),
     "pipeline_last_run_failed": ("gauge", ()),

@@ -27,7 +27,7 @@ from tests.unit.monitoring.catalog import (
 GRAFANA = MONITORING / "grafana"
 DASHBOARD_DIR = GRAFANA / "dashboards"
 DASHBOARD_FILES = sorted(DASHBOARD_DIR.glob("*.json"))
-PANEL_TYPES = {"timeseries", "stat", "table", "heatmap"}
+PANEL_TYPES = {"timeseries", "stat", "table", "heatmap", "trend"}
 GRAFANA_VARIABLES = re.compile(r"\$__(rate_interval|interval|range)")
 
 
@@ -152,6 +152,60 @@ def test_dashboards_cover_the_issue_groups() -> None:
         "node_network_receive_bytes_total",
     ):
         assert needed in infrastructure, needed
+
+
+def test_the_trajectory_panel_draws_each_bound_against_the_horizon() -> None:
+    """One instant table query per bound, joined on the horizon as a number, each value field
+    named after its bound, the band filled from upper down to lower."""
+    panels = {p["title"]: p for p in _panels(_dashboards()["model-performance.json"])}
+    panel = panels["Forecast trajectory"]
+    assert panel["type"] == "trend"
+    assert panel["options"]["xField"] == "horizon_hours"
+    targets = panel["targets"]
+    bounds = ["lower", "prediction", "upper"]
+    assert [t["expr"] for t in targets] == [
+        f'max by (horizon_hours) (forecast_trajectory{{job="rps-predictor", bound="{b}"}})'
+        for b in bounds
+    ]
+    assert all(t["instant"] and not t["range"] and t["format"] == "table" for t in targets)
+    steps = {step["id"]: step["options"] for step in panel["transformations"]}
+    assert list(steps) == ["convertFieldType", "joinByField", "organize", "sortBy"]
+    assert steps["convertFieldType"]["conversions"] == [
+        {"targetField": "horizon_hours", "destinationType": "number"}
+    ]
+    assert steps["joinByField"] == {"byField": "horizon_hours", "mode": "outer"}
+    renamed = steps["organize"]["renameByName"]
+    assert renamed == {f"Value #{t['refId']}": b for t, b in zip(targets, bounds, strict=True)}
+    assert steps["organize"]["excludeByName"]["Time"] is True
+    assert steps["sortBy"]["sort"] == [{"field": "horizon_hours"}]
+    overrides = {
+        o["matcher"]["options"]: {p["id"]: p["value"] for p in o["properties"]}
+        for o in panel["fieldConfig"]["overrides"]
+    }
+    assert overrides["upper"]["custom.fillBelowTo"] == "lower"
+    assert overrides["upper"]["custom.fillOpacity"] > 0
+    assert overrides["horizon_hours"]["unit"] == "h"
+    issued = panels["Trajectory issued at"]
+    assert issued["fieldConfig"]["defaults"]["unit"] == "dateTimeAsIso"  # milliseconds
+    assert issued["targets"][0]["expr"].startswith("1000 * max(forecast_trajectory_issue_")
+
+
+def test_a_band_is_refused_outside_a_trend_panel_and_without_table_queries() -> None:
+    builder = _builder()
+    band = builder.Band("x", "h", ("lower", "upper"))
+    table = builder.Query("a", instant=True, fmt="table")
+    with pytest.raises(ValueError, match="band goes with a trend"):
+        builder._panel_json(
+            builder.Panel("t", "timeseries", [table, table], "d", band=band), 1, 0, 0
+        )
+    with pytest.raises(ValueError, match="band goes with a trend"):
+        builder._panel_json(builder.Panel("t", "trend", [table, table], "d"), 1, 0, 0)
+    with pytest.raises(ValueError, match="instant, in table format"):
+        builder._panel_json(
+            builder.Panel("t", "trend", [table, builder.Query("b")], "d", band=band), 1, 0, 0
+        )
+    with pytest.raises(ValueError, match="one query per band series"):
+        builder._panel_json(builder.Panel("t", "trend", [table], "d", band=band), 1, 0, 0)
 
 
 def test_alert_thresholds_drawn_on_panels_match_the_rules() -> None:

@@ -255,3 +255,102 @@ def test_feature_rows_carry_their_lead_time_and_a_wrong_one_is_refused(
     assert (
         client.post("/predict", json={"rows": [{**single, "horizon_hours": 6}]}).status_code == 200
     )
+
+
+def _trajectory_metrics(client: TestClient) -> tuple[dict[tuple[int, str], float], float | None]:
+    """``forecast_trajectory`` by (horizon_hours, bound), and the issue time, from /metrics."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    values: dict[tuple[int, str], float] = {}
+    issued = None
+    for family in text_string_to_metric_families(client.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == "forecast_trajectory":
+                key = (int(sample.labels["horizon_hours"]), sample.labels["bound"])
+                assert key not in values, key
+                values[key] = sample.value
+            elif sample.name == "forecast_trajectory_issue_timestamp_seconds":
+                issued = sample.value
+    return values, issued
+
+
+def _predictions_total(client: TestClient) -> float:
+    line = next(
+        line
+        for line in client.get("/metrics").text.splitlines()
+        if line.startswith("predictions_total ")
+    )
+    return float(line.split()[1])
+
+
+def test_metrics_publish_the_trajectory_of_the_stored_observations(
+    trajectory_client: TestClient, tmp_path: Path
+) -> None:
+    """forecast_trajectory holds GET /forecast?hours=48's answer for every hour and bound;
+    computing it answers no request: nothing is counted or logged."""
+    assert _trajectory_metrics(trajectory_client) == ({}, None)  # nothing stored yet
+    frame = _observations(200)
+    _store(tmp_path, frame)
+    values, issued = _trajectory_metrics(trajectory_client)
+    assert _predictions_total(trajectory_client) == 0
+    now = float(frame["temperature_2m"].iloc[-1])
+    assert issued == frame["time"].iloc[-1].timestamp()
+    assert set(values) == {(h, b) for h in range(1, 49) for b in ("lower", "prediction", "upper")}
+    for h in range(1, 49):  # the persistence bundle: the temperature now, +-1.645 sqrt(h)
+        assert values[h, "prediction"] == pytest.approx(now)
+        assert values[h, "upper"] - values[h, "prediction"] == pytest.approx(1.645 * np.sqrt(h))
+        assert values[h, "prediction"] - values[h, "lower"] == pytest.approx(1.645 * np.sqrt(h))
+    points = trajectory_client.get("/forecast", params={"hours": 48}).json()["trajectory"]
+    assert _predictions_total(trajectory_client) == 49  # the request's own, not the scrapes'
+    for point in points:
+        h = point["horizon_hours"]
+        assert [values[h, b] for b in ("lower", "prediction", "upper")] == [
+            point["lower"],
+            point["prediction"],
+            point["upper"],
+        ]
+    feedback = trajectory_client.post(
+        "/feedback",
+        json={"observations": [{"time": points[0]["target_time"], "temperature_2m": 1.0}]},
+    ).json()
+    assert feedback["joined"] == 0  # the published +1 h forecast was not logged
+
+    newer = _observations(201)  # the pipeline stored one more hour: the trajectory follows
+    newer.loc[200, "temperature_2m"] = now + 3.0
+    _store(tmp_path, newer)
+    values, issued = _trajectory_metrics(trajectory_client)
+    assert issued == newer["time"].iloc[-1].timestamp()
+    assert values[1, "prediction"] == values[48, "prediction"] == pytest.approx(now + 3.0)
+
+
+def test_metrics_publish_a_single_horizon_model_at_its_horizon(
+    client: TestClient, tmp_path: Path
+) -> None:
+    """A model without a trajectory publishes its own horizon: GET /forecast's answer."""
+    _store(tmp_path, _observations(200))
+    values, _ = _trajectory_metrics(client)
+    body = client.get("/forecast").json()
+    assert values == {
+        (6, "lower"): body["lower"],
+        (6, "prediction"): body["prediction"],
+        (6, "upper"): body["upper"],
+    }
+
+
+def test_a_trajectory_that_fails_leaves_the_scrape_working(
+    trajectory_client: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model failing on the stored window drops the series; the other metrics still answer."""
+    from rps.serving.service import PredictionService
+
+    def broken(*_: object) -> None:
+        raise RuntimeError("the model cannot predict")
+
+    _store(tmp_path, _observations(200))
+    monkeypatch.setattr(PredictionService, "_trajectory", staticmethod(broken))
+    response = trajectory_client.get("/metrics")
+    assert response.status_code == 200 and "model_info{" in response.text
+    assert _trajectory_metrics(trajectory_client) == ({}, None)
+    monkeypatch.undo()
+    values, _ = _trajectory_metrics(trajectory_client)
+    assert len(values) == 144

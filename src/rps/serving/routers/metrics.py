@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Response
 
 from rps.serving.deps import ServiceDep
@@ -19,5 +21,7 @@ async def metrics(service: ServiceDep) -> Response:
     """Counters, histograms and gauges of the service (see docs/MONITORING.md)."""
     service.refresh_drift()  # this worker's window, current as of the scrape
     service.join_stored_actuals()  # truth that arrived with newly ingested observations
+    # the trajectory of the stored window; reading a changed parquet file takes milliseconds
+    await asyncio.to_thread(service.refresh_trajectory)
     body, content_type = service.metrics.render()
     return Response(body, media_type=content_type)

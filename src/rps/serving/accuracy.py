@@ -22,7 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from rps.serving.cusum import cusum_path
+from rps.params import DriftParams
+from rps.serving.cusum import CusumTest, cusum_path
 
 logger = logging.getLogger(__name__)
 
@@ -60,20 +61,13 @@ class LoggedPrediction:
 
 
 @dataclass(frozen=True)
-class ErrorTest:
+class ErrorTest(CusumTest):
     """The forecast-error CUSUM's parameters (``drift.error_*`` in params.yaml).
 
-    Attributes:
-        allowance: Standardised squared error tolerated above 1 before the sum grows
-            (1.0: a sustained RMSE up to sqrt(2) times the holdout RMSE adds nothing).
-        cap: Each standardised squared error counts at most this much (one storm's miss
-            cannot fire the test alone).
-        threshold: The CUSUM value that means drift (ratio 1).
+    The evidence of a row is its standardised squared error above 1: an ``allowance`` of 1.0
+    lets a sustained RMSE up to sqrt(2) times the holdout RMSE add nothing, and ``cap`` keeps
+    one storm's miss from firing the test alone.
     """
-
-    allowance: float = 1.0
-    cap: float = 16.0
-    threshold: float = 40.0
 
 
 def error_cusum_path(
@@ -142,7 +136,7 @@ class PredictionLog:
             path: The SQLite file (its folder is created).
             window: Joined predictions the live metrics cover.
             max_rows: Predictions kept; older ones are pruned.
-            error_test: The forecast-error CUSUM's parameters (default :class:`ErrorTest`).
+            error_test: The forecast-error CUSUM's parameters (default: params.yaml's defaults).
 
         Raises:
             sqlite3.Error, OSError: the file cannot be created or opened.
@@ -150,7 +144,7 @@ class PredictionLog:
         self.path = path
         self.window = window
         self.max_rows = max_rows
-        self.error_test = error_test or ErrorTest()
+        self.error_test = error_test or DriftParams().error_test()
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False)

@@ -9,7 +9,25 @@ second, never per request.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+
+
+@dataclass(frozen=True)
+class CusumTest:
+    """A one-sided CUSUM's parameters (each check's evidence in its own unit).
+
+    Attributes:
+        allowance: Evidence tolerated per row before the sum grows.
+        cap: Each row's evidence counts at most this much (one outlier cannot fire the test
+            alone).
+        threshold: The sum that means drift (the check's ratio 1).
+    """
+
+    allowance: float
+    cap: float
+    threshold: float
 
 
 def cusum_path(increments: np.ndarray) -> np.ndarray:

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from rps.params import DriftParams
 from rps.serving.seasonal import (
     SEASONAL_KEY,
     HumidityChangeTest,
@@ -211,8 +212,8 @@ class DriftMonitor:
             min_samples: Rows needed before the first computation; default the checks'
                 window (or ``min(window_size, 100)`` without a seasonal reference).
             clock: Monotonic seconds (injectable for tests).
-            humidity_test: The humidity-change CUSUM's parameters (default
-                :class:`~rps.serving.seasonal.HumidityChangeTest`).
+            humidity_test: The humidity-change CUSUM's parameters (default: params.yaml's
+                defaults).
         """
         seasonal_window = profile.seasonal.window if profile.seasonal is not None else 0
         self.profile = profile
@@ -223,7 +224,7 @@ class DriftMonitor:
         self.recompute_seconds = recompute_seconds
         self.min_samples = min_samples or seasonal_window or min(self.window_size, 100)
         self._clock = clock
-        self.humidity_test = humidity_test or HumidityChangeTest()
+        self.humidity_test = humidity_test or DriftParams().humidity_test()
         self._rows = np.zeros((self.window_size, n_features))
         self._ood = np.zeros(self.window_size, dtype=bool)
         self._predictions = np.zeros(self.window_size)

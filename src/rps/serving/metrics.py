@@ -19,6 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -93,6 +94,7 @@ def _iso_timestamp(value: object) -> float | None:
     return parsed.timestamp()
 
 
+@dataclass(kw_only=True, eq=False)  # eq=False: the registry keys collectors by identity
 class RuntimeCollector(Collector):
     """Scrape-time metrics: uptime, the served model, live accuracy, the pipeline status file
     and the forecast trajectory.
@@ -100,34 +102,22 @@ class RuntimeCollector(Collector):
     Live accuracy is read from the prediction log that all workers share, so every worker
     answers the same; ``live_rmse``/``live_mae`` are absent until a prediction has been joined
     (a gauge would read 0, a perfect score, before any feedback).
+
+    Attributes:
+        started_at: Unix time the service started (the launcher's, shared by workers).
+        status_file: ``pipeline_status.json`` written by the pipeline.
+        model_name: The registered model name (label of ``model_info``).
+        current_model: Returns the model this worker serves now.
+        live_accuracy: Returns the live accuracy (None without a prediction log).
+        trajectory: Returns the trajectory to publish (None: nothing to publish).
     """
 
-    def __init__(
-        self,
-        *,
-        started_at: float,
-        status_file: Path,
-        model_name: str,
-        current_model: Callable[[], ServedModel | None],
-        live_accuracy: Callable[[], LiveAccuracy | None],
-        trajectory: Callable[[], PublishedTrajectory | None] | None = None,
-    ) -> None:
-        """Create the collector.
-
-        Args:
-            started_at: Unix time the service started (the launcher's, shared by workers).
-            status_file: ``pipeline_status.json`` written by the pipeline.
-            model_name: The registered model name (label of ``model_info``).
-            current_model: Returns the model this worker serves now.
-            live_accuracy: Returns the live accuracy (None without a prediction log).
-            trajectory: Returns the trajectory to publish (None: nothing to publish).
-        """
-        self.started_at = started_at
-        self.status_file = status_file
-        self.model_name = model_name
-        self.current_model = current_model
-        self.live_accuracy = live_accuracy
-        self.trajectory = trajectory
+    started_at: float
+    status_file: Path
+    model_name: str
+    current_model: Callable[[], ServedModel | None]
+    live_accuracy: Callable[[], LiveAccuracy | None]
+    trajectory: Callable[[], PublishedTrajectory | None] | None = None
 
     def describe(self) -> list[Metric]:
         """Nothing to pre-register (names are unique to this collector)."""

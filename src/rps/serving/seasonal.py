@@ -56,7 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rps.serving.cusum import cusum_path
+from rps.serving.cusum import CusumTest, cusum_path
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -156,24 +156,21 @@ def stuck_hours(values: np.ndarray, residual: np.ndarray, min_move: float = STUC
 
 
 @dataclass(frozen=True)
-class HumidityChangeTest:
+class HumidityChangeTest(CusumTest):
     """The humidity-change CUSUM's parameters (``drift.humidity_*`` in params.yaml).
+
+    The evidence of a row is its move from the baseline (degC): ``allowance`` is tolerated per
+    row, ``cap`` keeps one glitch hour from firing it, and ``threshold`` is in degC x rows.
 
     Attributes:
         baseline_hours: Rows before each row whose median residual is its baseline.
         span_hours: The CUSUM runs over the newest this many rows (each with its baseline
             before it): a week, as the forecast-error CUSUM's window; a sum still above 0
             after a week has crossed long before.
-        allowance: Move from the baseline (degC) tolerated per row before the sum grows.
-        cap: Each row's move counts at most this much (degC): one glitch hour cannot fire it.
-        threshold: The CUSUM value (degC x rows) that means drift (ratio 1).
     """
 
-    baseline_hours: int = 24
-    span_hours: int = 168
-    allowance: float = 0.5
-    cap: float = 3.0
-    threshold: float = 5.0
+    baseline_hours: int
+    span_hours: int
 
 
 def humidity_change_path(

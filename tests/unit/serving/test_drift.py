@@ -263,7 +263,9 @@ def test_humidity_change_runs_over_the_newest_span(setup, reference) -> None:
     three weeks costs a week's medians; with fewer rows than a baseline there is no value."""
     rows = _rows(setup, None).to_numpy(dtype=float)[:500]
     # no allowance: the sum never falls back to 0, so it shows how many rows it covered
-    test = HumidityChangeTest(span_hours=48, allowance=0.0, threshold=2.0)
+    test = HumidityChangeTest(
+        baseline_hours=24, span_hours=48, allowance=0.0, cap=3.0, threshold=2.0
+    )
     residual = reference.humidity_residual(rows)
     tail = humidity_change_path(residual[-72:], baseline_hours=24, allowance=0.0, cap=3.0)
     whole = humidity_change_path(residual, baseline_hours=24, allowance=0.0, cap=3.0)

@@ -7,6 +7,12 @@ value, by target time. Over the same predictions, in target-time order, a one-si
 (:func:`error_cusum`) of the squared errors in units of the model's holdout RMSE tests
 whether the errors have grown (the ``forecast_error`` drift check). SQLite in WAL mode lets
 the worker processes of one server share the file; each insert is one short transaction.
+
+Forecasts of every horizon of a trajectory are logged with the factor their interval was
+rescaled by (``factor``); the live metrics cover the model's own horizon. When realized values
+join logged forecasts, the interval rescale factor of every horizon
+(:mod:`rps.models.interval_rescale`) is recomputed from the newest joined forecasts of that
+horizon and stored in ``interval_factors``, which every worker reads (:meth:`interval_factors`).
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rps.models.interval_rescale import Rescale, horizon_factors, needed_factor
+
 logger = logging.getLogger(__name__)
 
 _SCHEMA = """
@@ -34,6 +42,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     prediction REAL NOT NULL,
     lower REAL NOT NULL,
     upper REAL NOT NULL,
+    factor REAL NOT NULL DEFAULT 1.0,
     UNIQUE (issue_time, target_time, model_version)
 );
 CREATE INDEX IF NOT EXISTS ix_predictions_target ON predictions (target_time);
@@ -42,12 +51,37 @@ CREATE TABLE IF NOT EXISTS actuals (
     value REAL NOT NULL,
     received_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS interval_factors (
+    horizon INTEGER PRIMARY KEY,
+    factor REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    updated_at REAL NOT NULL
+);
+"""
+
+#: the newest joined forecasts of each lead time (seconds), oldest first
+_JOINED_BY_LEAD = """
+SELECT lead, e, lower_offset, upper_offset FROM (
+    SELECT p.target_time - p.issue_time AS lead, a.value - p.prediction AS e,
+           (p.lower - p.prediction) / p.factor AS lower_offset,
+           (p.upper - p.prediction) / p.factor AS upper_offset,
+           p.target_time AS t, p.id AS i,
+           ROW_NUMBER() OVER (
+               PARTITION BY p.target_time - p.issue_time ORDER BY p.target_time DESC, p.id DESC
+           ) AS newest
+    FROM predictions p JOIN actuals a ON a.time = p.target_time
+    WHERE p.factor > 0)
+WHERE newest <= ? ORDER BY t, i
 """
 
 
 @dataclass(frozen=True)
 class LoggedPrediction:
-    """One prediction to log (times in Unix seconds, UTC)."""
+    """One prediction to log (times in Unix seconds, UTC).
+
+    ``factor`` is what the served interval was rescaled by (:mod:`rps.models.interval_rescale`):
+    the interval before the rescale is recovered from it.
+    """
 
     issue_time: int
     target_time: int
@@ -55,6 +89,7 @@ class LoggedPrediction:
     prediction: float
     lower: float
     upper: float
+    factor: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -138,6 +173,7 @@ class PredictionLog:
         window: int,
         max_rows: int = 100_000,
         error_test: ErrorTest | None = None,
+        rescale: Rescale | None = None,
     ) -> None:
         """Open (and create) the log.
 
@@ -146,6 +182,8 @@ class PredictionLog:
             window: Joined predictions the live metrics cover.
             max_rows: Predictions kept; older ones are pruned.
             error_test: The forecast-error CUSUM's parameters (default :class:`ErrorTest`).
+            rescale: The interval rescale's parameters (None: no factors are computed and
+                :meth:`interval_factors` stays empty).
 
         Raises:
             sqlite3.Error, OSError: the file cannot be created or opened.
@@ -154,6 +192,7 @@ class PredictionLog:
         self.window = window
         self.max_rows = max_rows
         self.error_test = error_test or ErrorTest()
+        self.rescale = rescale
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, timeout=10.0, check_same_thread=False)
@@ -162,6 +201,11 @@ class PredictionLog:
         self._conn.execute("PRAGMA busy_timeout=10000")
         with self._conn:
             self._conn.executescript(_SCHEMA)
+            columns = {row[1] for row in self._conn.execute("PRAGMA table_info(predictions)")}
+            if "factor" not in columns:  # a log written before the interval rescale
+                self._conn.execute(
+                    "ALTER TABLE predictions ADD COLUMN factor REAL NOT NULL DEFAULT 1.0"
+                )
         self._inserts_since_prune = 0
 
     def close(self) -> None:
@@ -175,13 +219,23 @@ class PredictionLog:
             return
         now = time.time()
         rows = [
-            (now, p.issue_time, p.target_time, p.model_version, p.prediction, p.lower, p.upper)
+            (
+                now,
+                p.issue_time,
+                p.target_time,
+                p.model_version,
+                p.prediction,
+                p.lower,
+                p.upper,
+                p.factor,
+            )
             for p in predictions
         ]
         with self._lock, self._conn:
             self._conn.executemany(
                 "INSERT OR IGNORE INTO predictions (logged_at, issue_time, target_time, "
-                "model_version, prediction, lower, upper) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "model_version, prediction, lower, upper, factor) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             self._inserts_since_prune += len(rows)
@@ -200,6 +254,9 @@ class PredictionLog:
 
     def record_actuals(self, values: Iterable[tuple[int, float]]) -> int:
         """Store realized values and return how many logged predictions they resolve.
+
+        When some resolve and the log has a rescale, the interval factors are recomputed
+        (:meth:`update_interval_factors`).
 
         Args:
             values: ``(time, value)`` pairs (Unix seconds, UTC).
@@ -228,21 +285,68 @@ class PredictionLog:
                     chunk,
                 ).fetchone()
                 joined += int(count)
+            if joined and self.rescale is not None:
+                self._update_interval_factors(self.rescale, now)
         return joined
 
-    def live_accuracy(self, error_scale: float | None = None) -> LiveAccuracy:
+    def update_interval_factors(self) -> None:
+        """Recompute the interval factor of every logged horizon from its joined forecasts.
+
+        Each horizon's factor is :func:`rps.models.interval_rescale.rolling_factor` of the
+        needed factors of its newest ``rescale.window`` joined forecasts (of any model
+        version: each forecast's interval before its own rescale is the reference). A no-op
+        without a rescale.
+        """
+        if self.rescale is None:
+            return
+        with self._lock, self._conn:
+            self._update_interval_factors(self.rescale, time.time())
+
+    def _update_interval_factors(self, rescale: Rescale, now: float) -> None:
+        rows = self._conn.execute(_JOINED_BY_LEAD, (rescale.window,)).fetchall()
+        if not rows:
+            return
+        data = np.asarray(rows, dtype=float)
+        leads = data[:, 0] / 3600
+        whole = (leads == np.round(leads)) & (leads >= 1)
+        data, horizons = data[whole], np.round(leads[whole]).astype(int)
+        if not horizons.size:
+            return
+        needed = needed_factor(data[:, 1], data[:, 2], data[:, 3])
+        factors, samples = horizon_factors(needed, horizons, int(horizons.max()), rescale)
+        present = np.unique(horizons)
+        self._conn.execute("DELETE FROM interval_factors")
+        self._conn.executemany(
+            "INSERT INTO interval_factors (horizon, factor, samples, updated_at) "
+            "VALUES (?, ?, ?, ?)",
+            [(int(h), float(factors[h - 1]), int(samples[h - 1]), now) for h in present],
+        )
+
+    def interval_factors(self) -> dict[int, float]:
+        """The stored interval factor of each horizon (hours) with joined forecasts."""
+        with self._lock:
+            rows = self._conn.execute("SELECT horizon, factor FROM interval_factors").fetchall()
+        return {int(h): float(f) for h, f in rows}
+
+    def live_accuracy(
+        self, error_scale: float | None = None, horizon_hours: int | None = None
+    ) -> LiveAccuracy:
         """RMSE, MAE and the error CUSUM over the newest ``window`` joined predictions.
 
         Args:
             error_scale: The served model's holdout RMSE (None: no error CUSUM).
+            horizon_hours: Only predictions of this lead time (the model's own horizon: the
+                log holds every hour of the trajectories too); None: all.
         """
+        lead = -1 if horizon_hours is None else int(horizon_hours) * 3600
         with self._lock:
             rows = self._conn.execute(
                 "SELECT e FROM ("
                 " SELECT p.prediction - a.value AS e, p.target_time AS t, p.id AS i"
                 " FROM predictions p JOIN actuals a ON a.time = p.target_time"
+                " WHERE ? < 0 OR p.target_time - p.issue_time = ?"
                 " ORDER BY p.target_time DESC, p.id DESC LIMIT ?) ORDER BY t, i",
-                (self.window,),
+                (lead, lead, self.window),
             ).fetchall()
         if not rows:
             return LiveAccuracy(rmse=None, mae=None, samples=0)
@@ -258,3 +362,33 @@ class PredictionLog:
             samples=len(errors),
             error_drift=drift,
         )
+
+
+class IntervalFactorCache:
+    """A worker's copy of the log's interval factors, read again at most every ``ttl_s``.
+
+    The factors change when realized values are joined (hourly), so a request reads a cached
+    array; the log (any worker's joins) is read at most once per ``ttl_s`` seconds.
+    """
+
+    def __init__(self, log: PredictionLog, *, ttl_s: float = 30.0) -> None:
+        self.log = log
+        self.ttl_s = ttl_s
+        self._factors = np.ones(0)
+        self._read_at = -math.inf
+
+    def factors(self) -> np.ndarray:
+        """The factor of every horizon 1..the longest stored (index ``h - 1``; 1 if absent)."""
+        now = time.monotonic()
+        if now - self._read_at >= self.ttl_s:
+            self._read_at = now
+            try:
+                stored = self.log.interval_factors()
+            except sqlite3.Error as exc:  # keep the last factors: a read must not fail a request
+                logger.warning("could not read the interval factors: %s", exc)
+                return self._factors
+            factors = np.ones(max(stored, default=0))
+            for h, f in stored.items():
+                factors[h - 1] = f
+            self._factors = factors
+        return self._factors

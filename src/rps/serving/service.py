@@ -14,6 +14,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, cast
 
@@ -21,8 +22,14 @@ import numpy as np
 
 from rps.features.online import build_horizon_rows
 from rps.features.spec import HORIZON, FeatureError
+from rps.models.interval_rescale import Rescale, apply_factors
 from rps.params import DriftParams, LocationParams, Params, ParamsError, load_params
-from rps.serving.accuracy import LiveAccuracy, LoggedPrediction, PredictionLog
+from rps.serving.accuracy import (
+    IntervalFactorCache,
+    LiveAccuracy,
+    LoggedPrediction,
+    PredictionLog,
+)
 from rps.serving.drift import DriftMonitor
 from rps.serving.errors import InputError, UnavailableError
 from rps.serving.inputs import check_horizon, epoch, observations_to_row, rows_to_matrix
@@ -153,6 +160,7 @@ class PredictionService:
             )
         )
         self.prediction_log: PredictionLog | None = None
+        self.interval_factors: IntervalFactorCache | None = None
         self._logged_keys: dict[tuple[int, int, str], None] = {}  # insertion-ordered set
         self.drift: DriftMonitor | None = None
         self.stored = StoredObservations(settings.processed_dir)
@@ -177,7 +185,10 @@ class PredictionService:
                 self.settings.state_path / "serving" / "predictions.db",
                 window=self.drift_params.live_accuracy_window,
                 error_test=self.drift_params.error_test(),
+                rescale=self._rescale(),
             )
+            if self.prediction_log.rescale is not None:
+                self.interval_factors = IntervalFactorCache(self.prediction_log)
         except (OSError, sqlite3.Error) as exc:  # a read-only state folder: serve without it
             logger.error("prediction log unavailable, live accuracy is off: %s", exc)
             self.prediction_log = None
@@ -190,12 +201,29 @@ class PredictionService:
             self.prediction_log.close()
         self.metrics.worker_exit()
 
+    def _rescale(self) -> Rescale | None:
+        params = self.params
+        if params is None or not params.horizons.rescale.enabled:
+            return None
+        return params.horizons.rescale.rescale(params.train.interval_alpha)
+
+    def _rescaled(self, forecast: Forecast, leads: np.ndarray) -> tuple[Forecast, np.ndarray]:
+        """The forecast with each lead time's interval rescaled, and the factor of each row."""
+        cache = self.interval_factors
+        if cache is None:
+            return forecast, np.ones(len(leads))
+        lower, upper, factor = apply_factors(
+            forecast.point, forecast.lower, forecast.upper, leads, cache.factors()
+        )
+        return replace(forecast, lower=lower, upper=upper), factor
+
     def _live_accuracy(self) -> LiveAccuracy | None:
         if self.prediction_log is None:
             return None
         model = self.manager.current
         scale = model.bundle.metrics.get("holdout_rmse") if model is not None else None
-        return self.prediction_log.live_accuracy(error_scale=scale)
+        horizon = model.horizon_hours if model is not None else None
+        return self.prediction_log.live_accuracy(error_scale=scale, horizon_hours=horizon)
 
     def _on_swap(self, previous: ServedModel | None, current: ServedModel) -> None:
         if previous is not None and self.drift is not None and previous.profile is current.profile:
@@ -261,7 +289,8 @@ class PredictionService:
         Raises:
             InputError: a forecast is not finite (extreme inputs to a linear model).
         """
-        forecast: Forecast = model.predict(matrix)
+        leads = _leads(model, matrix, horizon_hours)
+        forecast, factor = self._rescaled(model.predict(matrix), leads)
         finite = np.isfinite(forecast.point) & np.isfinite(forecast.lower)
         finite &= np.isfinite(forecast.upper)
         if not finite.all():
@@ -277,7 +306,6 @@ class PredictionService:
         upper = forecast.upper.tolist()
         ood_rows: np.ndarray = np.asarray(forecast.ood.any(axis=1))
         names = model.feature_names
-        leads = _leads(model, matrix, horizon_hours)
         own = leads == model.horizon_hours
         items: list[PredictionItem] = []
         logged: list[LoggedPrediction] = []
@@ -306,6 +334,7 @@ class PredictionService:
                         prediction=point[i],
                         lower=lower[i],
                         upper=upper[i],
+                        factor=float(factor[i]),
                     )
                 )
         self._monitor(model, matrix, forecast, ood_rows, own=own)
@@ -442,12 +471,31 @@ class PredictionService:
     def _trajectory(
         self, model: ServedModel, rows: np.ndarray, issue: datetime
     ) -> list[TrajectoryItem]:
-        """The points of a trajectory (counted in the prediction metrics, not logged)."""
-        forecast = model.predict(rows)
+        """The points of a trajectory (counted in the prediction metrics and logged: their
+        realized errors rescale each horizon's interval)."""
+        leads = rows[:, model.feature_index[HORIZON]].astype(int)
+        forecast, factor = self._rescaled(model.predict(rows), leads)
         if not (np.isfinite(forecast.point).all() and np.isfinite(forecast.lower).all()):
             raise UnavailableError("the model's trajectory is not finite for the stored hours")
         self.metrics.predictions.inc(len(rows))
-        hours = rows[:, model.feature_index[HORIZON]].astype(int).tolist()
+        hours = leads.tolist()
+        issued = epoch(issue)
+        # a worker builds the log rows of an issue time once (repeats are skipped anyway)
+        if hours and (issued, issued + 3600 * hours[-1], model.version) not in self._logged_keys:
+            rows_out = zip(
+                hours,
+                forecast.point.tolist(),
+                forecast.lower.tolist(),
+                forecast.upper.tolist(),
+                factor.tolist(),
+                strict=True,
+            )
+            self._log(
+                [
+                    LoggedPrediction(issued, issued + 3600 * h, model.version, p, lo, hi, f)
+                    for h, p, lo, hi, f in rows_out
+                ]
+            )
         return [
             {
                 "horizon_hours": h,
@@ -490,7 +538,8 @@ class PredictionService:
         if log is None:
             raise UnavailableError("the prediction log is not available (see the server log)")
         joined = log.record_actuals(values)
-        live = log.live_accuracy()
+        model = self.manager.current
+        live = log.live_accuracy(horizon_hours=model.horizon_hours if model else None)
         return FeedbackResponse(
             received=len(values),
             joined=joined,

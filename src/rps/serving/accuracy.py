@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rps.models.interval_rescale import Rescale, horizon_factors, needed_factor
+from rps.models.interval_rescale import Rescale, needed_factor, rolling_factor
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS predictions (
     UNIQUE (issue_time, target_time, model_version)
 );
 CREATE INDEX IF NOT EXISTS ix_predictions_target ON predictions (target_time);
+CREATE INDEX IF NOT EXISTS ix_predictions_lead
+    ON predictions (target_time - issue_time, target_time);
 CREATE TABLE IF NOT EXISTS actuals (
     time INTEGER PRIMARY KEY,
     value REAL NOT NULL,
@@ -59,19 +61,13 @@ CREATE TABLE IF NOT EXISTS interval_factors (
 );
 """
 
-#: the newest joined forecasts of each lead time (seconds), oldest first
-_JOINED_BY_LEAD = """
-SELECT lead, e, lower_offset, upper_offset FROM (
-    SELECT p.target_time - p.issue_time AS lead, a.value - p.prediction AS e,
-           (p.lower - p.prediction) / p.factor AS lower_offset,
-           (p.upper - p.prediction) / p.factor AS upper_offset,
-           p.target_time AS t, p.id AS i,
-           ROW_NUMBER() OVER (
-               PARTITION BY p.target_time - p.issue_time ORDER BY p.target_time DESC, p.id DESC
-           ) AS newest
-    FROM predictions p JOIN actuals a ON a.time = p.target_time
-    WHERE p.factor > 0)
-WHERE newest <= ? ORDER BY t, i
+#: the newest joined forecasts of one lead time (seconds), newest first (the lead index)
+_JOINED_AT_LEAD = """
+SELECT a.value - p.prediction, (p.lower - p.prediction) / p.factor,
+       (p.upper - p.prediction) / p.factor
+FROM predictions p JOIN actuals a ON a.time = p.target_time
+WHERE p.target_time - p.issue_time = ? AND p.factor > 0
+ORDER BY p.target_time DESC LIMIT ?
 """
 
 
@@ -303,23 +299,33 @@ class PredictionLog:
             self._update_interval_factors(self.rescale, time.time())
 
     def _update_interval_factors(self, rescale: Rescale, now: float) -> None:
-        rows = self._conn.execute(_JOINED_BY_LEAD, (rescale.window,)).fetchall()
-        if not rows:
+        leads, lead = [], 0
+        while True:  # the distinct lead times, one index lookup each
+            (lead,) = self._conn.execute(
+                "SELECT MIN(target_time - issue_time) FROM predictions "
+                "WHERE target_time - issue_time > ?",
+                (lead,),
+            ).fetchone()
+            if lead is None:
+                break
+            if lead % 3600 == 0:
+                leads.append(int(lead))
+        if not leads:
             return
-        data = np.asarray(rows, dtype=float)
-        leads = data[:, 0] / 3600
-        whole = (leads == np.round(leads)) & (leads >= 1)
-        data, horizons = data[whole], np.round(leads[whole]).astype(int)
-        if not horizons.size:
-            return
-        needed = needed_factor(data[:, 1], data[:, 2], data[:, 3])
-        factors, samples = horizon_factors(needed, horizons, int(horizons.max()), rescale)
-        present = np.unique(horizons)
+        stored = []
+        for lead in leads:
+            rows = self._conn.execute(_JOINED_AT_LEAD, (lead, rescale.window)).fetchall()
+            if not rows:
+                continue
+            data = np.asarray(rows[::-1], dtype=float)  # oldest first
+            needed = needed_factor(data[:, 0], data[:, 1], data[:, 2])
+            factor, samples = rolling_factor(needed, rescale)
+            stored.append((lead // 3600, factor, samples, now))
         self._conn.execute("DELETE FROM interval_factors")
         self._conn.executemany(
             "INSERT INTO interval_factors (horizon, factor, samples, updated_at) "
             "VALUES (?, ?, ?, ?)",
-            [(int(h), float(factors[h - 1]), int(samples[h - 1]), now) for h in present],
+            stored,
         )
 
     def interval_factors(self) -> dict[int, float]:
@@ -338,15 +344,16 @@ class PredictionLog:
             horizon_hours: Only predictions of this lead time (the model's own horizon: the
                 log holds every hour of the trajectories too); None: all.
         """
-        lead = -1 if horizon_hours is None else int(horizon_hours) * 3600
+        where, args = "", [self.window]
+        if horizon_hours is not None:  # the lead index
+            where, args = " WHERE p.target_time - p.issue_time = ?", [horizon_hours * 3600, *args]
         with self._lock:
             rows = self._conn.execute(
                 "SELECT e FROM ("
                 " SELECT p.prediction - a.value AS e, p.target_time AS t, p.id AS i"
                 " FROM predictions p JOIN actuals a ON a.time = p.target_time"
-                " WHERE ? < 0 OR p.target_time - p.issue_time = ?"
-                " ORDER BY p.target_time DESC, p.id DESC LIMIT ?) ORDER BY t, i",
-                (lead, lead, self.window),
+                f"{where} ORDER BY p.target_time DESC, p.id DESC LIMIT ?) ORDER BY t, i",
+                args,
             ).fetchall()
         if not rows:
             return LiveAccuracy(rmse=None, mae=None, samples=0)

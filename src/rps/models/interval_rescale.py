@@ -103,28 +103,6 @@ def rolling_factor(needed: np.ndarray, rescale: Rescale) -> tuple[float, int]:
     return float(np.clip(factor, rescale.min_factor, rescale.max_factor)), n
 
 
-def horizon_factors(
-    needed: np.ndarray, horizons: np.ndarray, max_hours: int, rescale: Rescale
-) -> tuple[np.ndarray, np.ndarray]:
-    """The factor of every horizon 1..``max_hours`` from joined forecasts (oldest first).
-
-    Args:
-        needed: :func:`needed_factor` of each joined forecast, in target-time order.
-        horizons: The lead time of each (hours).
-        max_hours: The longest horizon.
-        rescale: The parameters.
-
-    Returns:
-        ``(factors, samples)``, each of length ``max_hours`` (index ``h - 1``).
-    """
-    needed = np.asarray(needed, dtype=float)
-    horizons = np.asarray(horizons, dtype=int)
-    factors, samples = np.ones(max_hours), np.zeros(max_hours, dtype=int)
-    for h in range(1, max_hours + 1):
-        factors[h - 1], samples[h - 1] = rolling_factor(needed[horizons == h], rescale)
-    return factors, samples
-
-
 def apply_factors(
     point: np.ndarray,
     lower: np.ndarray,

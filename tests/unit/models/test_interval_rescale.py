@@ -8,7 +8,6 @@ import pytest
 from rps.models.interval_rescale import (
     Rescale,
     apply_factors,
-    horizon_factors,
     needed_factor,
     rolling_factor,
 )
@@ -48,15 +47,6 @@ def test_the_factor_reads_the_newest_window_and_stays_within_its_bounds() -> Non
     assert rolling_factor(np.full(100, 0.01), rescale)[0] == 0.5
     assert rolling_factor(np.full(100, 9.0), rescale)[0] == 2.0
     assert rolling_factor(np.full(100, np.inf), rescale)[0] == 2.0
-
-
-def test_each_horizon_gets_the_factor_of_its_own_errors() -> None:
-    rescale = Rescale(window=100, min_samples=10)
-    needed = np.concatenate([np.full(50, 0.6), np.full(50, 1.4), np.full(5, 0.1)])
-    horizons = np.concatenate([np.full(50, 1), np.full(50, 3), np.full(5, 4)])
-    factors, samples = horizon_factors(needed, horizons, 4, rescale)
-    assert factors.tolist() == pytest.approx([0.6, 1.0, 1.4, 1.0])  # 2: none; 4: too few
-    assert samples.tolist() == [50, 0, 50, 5]
 
 
 def test_apply_factors_scales_each_rows_offsets_and_keeps_unknown_horizons() -> None:

@@ -126,18 +126,18 @@ def test_error_cusum_path_rises_with_the_excess_and_resets_at_zero() -> None:
 
 
 def _trajectory(
-    issue: int, value: float, hours: int, factor: float = 1.0
+    issue: int, value: float, hours: int, factor: float = 1.0, drop: float = 0.0
 ) -> list[LoggedPrediction]:
-    """Forecasts of every hour 1..hours, their calibrated interval value -2 .. value +4,
-    served rescaled by ``factor``."""
+    """Forecasts of every hour 1..hours (``value - drop * h``), their calibrated interval
+    -2 .. +4 around it, served rescaled by ``factor``."""
     return [
         LoggedPrediction(
             issue_time=issue * HOUR,
             target_time=(issue + h) * HOUR,
             model_version="1",
-            prediction=value,
-            lower=value - 2 * factor,
-            upper=value + 4 * factor,
+            prediction=value - drop * h,
+            lower=value - drop * h - 2 * factor,
+            upper=value - drop * h + 4 * factor,
             factor=factor,
         )
         for h in range(1, hours + 1)
@@ -151,13 +151,13 @@ def test_joined_forecasts_set_the_interval_factor_of_each_horizon(tmp_path: Path
     log = PredictionLog(tmp_path / "p.db", window=10, rescale=rescale)
     assert log.interval_factors() == {}
     for issue in range(8):  # served with a factor 0.5: the interval before it is -2 .. +4
-        log.log(_trajectory(issue, 10.0, 3, factor=0.5))
-    log.log(_trajectory(100, 10.0, 3))  # issue 100: one joined forecast per horizon
-    # realized 13 at every hour: +3, three quarters of the +4 upper offset
-    joined = log.record_actuals([(t * HOUR, 13.0) for t in range(1, 104)])
+        log.log(_trajectory(issue, 10.0, 3, factor=0.5, drop=0.5))
+    log.log(_trajectory(100, 10.0, 3, drop=0.5))  # issue 100: one more forecast per horizon
+    # realized 12.5 at every hour: +2.5 + 0.5 h over the forecast of horizon h, of the +4 offset
+    joined = log.record_actuals([(t * HOUR, 12.5) for t in range(1, 104)])
     assert joined == 27
     factors = log.interval_factors()
-    assert factors == {1: pytest.approx(0.75), 2: pytest.approx(0.75), 3: pytest.approx(0.75)}
+    assert factors == {1: pytest.approx(0.75), 2: pytest.approx(0.875), 3: pytest.approx(1.0)}
     # the live metrics keep to the model's own horizon
     assert log.live_accuracy(horizon_hours=2).samples == 9
     assert log.live_accuracy().samples == 10

@@ -282,7 +282,10 @@ class PredictionLog:
                 ).fetchone()
                 joined += int(count)
             if joined and self.rescale is not None:
-                self._update_interval_factors(self.rescale, now)
+                try:
+                    self._update_interval_factors(self.rescale, now)
+                except (sqlite3.Error, ValueError) as exc:  # the join stands; factors stay
+                    logger.warning("could not update the interval factors: %s", exc)
         return joined
 
     def update_interval_factors(self) -> None:

@@ -9,7 +9,8 @@ sends GET requests at a fixed rate and counts each latency from its scheduled se
 
 Also timed in-process (median of 50-call batches): the trajectory's feature rows
 (``build_horizon_rows``, 49 horizons from one window), the bundle's forecast with intervals of
-those rows, and the service's whole ``forecast(model, 48)`` on the cached stored window.
+those rows, and the service's whole ``forecast(model, 48)`` on the cached stored window (with
+its prediction log and interval rescale, as ``rps serve`` runs it).
 
 Writes ``## Serving the trajectory`` in docs/BENCHMARKS.md (``--no-write``: print only).
 Usage: ``.venv/bin/python bench/bench_forecast.py [--rate 100] [--duration 30]``
@@ -49,6 +50,7 @@ def in_process(bundle_dir: Path, state: Path) -> dict[str, float]:
     from rps.features.online import build_horizon_rows
     from rps.models.bundle import load_bundle
     from rps.params import load_params
+    from rps.serving.accuracy import IntervalFactorCache, PredictionLog
     from rps.serving.served import build_served_model
     from rps.serving.service import PredictionService
     from rps.settings import Settings
@@ -58,7 +60,15 @@ def in_process(bundle_dir: Path, state: Path) -> dict[str, float]:
         bundle, name="bench", version="1", alias="champion", source="bench", path=bundle_dir
     )
     settings = Settings(state_dir=state, params_path=REPO_ROOT / "params.yaml")
-    service = PredictionService(settings, load_params(REPO_ROOT / "params.yaml"))
+    params = load_params(REPO_ROOT / "params.yaml")
+    service = PredictionService(settings, params)
+    # the prediction log and interval factors the started service has (as `rps serve`)
+    service.prediction_log = PredictionLog(
+        state / "serving" / "in-process.db",
+        window=params.drift.live_accuracy_window,
+        rescale=params.horizons.rescale.rescale(params.train.interval_alpha),
+    )
+    service.interval_factors = IntervalFactorCache(service.prediction_log)
     window = service.stored_window(served)
     spec = bundle.feature_spec
     horizons = [spec.horizon_hours, *range(1, 49)]
@@ -72,7 +82,7 @@ def in_process(bundle_dir: Path, state: Path) -> dict[str, float]:
             lambda: bundle.predict_with_interval(rows)
         )
         * 1e6,
-        "service.forecast(model, 48), cached window": _time_per_call(
+        "service.forecast(model, 48), cached window, logged, interval rescaled": _time_per_call(
             lambda: service.forecast(served, 48)
         )
         * 1e6,

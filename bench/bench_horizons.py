@@ -27,8 +27,13 @@ horizon's out-of-fold errors, added at every horizon), against a constant interv
 horizon (split-conformal offsets of each horizon's out-of-fold errors) and against the
 conditional interval whose scale lacks the dew point terms. All are
 calibrated on the same out-of-fold errors (``horizons.interval_folds`` blocked folds of the
-training issue times). Then four more runs hold out each quarter of the year in turn (trained
-on the other three, with a ``max_hours`` gap), to show the interval's coverage per season.
+training issue times). The interval as served is the conditional one rescaled per horizon
+from its realised errors (:mod:`rps.models.interval_rescale`, ``horizons.rescale``): simulated
+on the holdout in time order with the service's functions, each issue time's factors from the
+forecasts realised by then (all 48 horizons of every earlier issue time, as the service logs
+``GET /forecast`` trajectories), starting from factor 1. Then four more runs hold out each
+quarter of the year in turn (trained on the other three, with a ``max_hours`` gap), to show
+the interval's coverage per season.
 
 Writes the section ``## Forecast trajectory`` of docs/BENCHMARKS.md (``--no-write``: print only).
 Usage: ``.venv/bin/python bench/bench_horizons.py [--end 2025-12-31T23:00Z] [--mstl-every 6]``
@@ -60,6 +65,9 @@ SHOWN = (1, 2, 3, 6, 12, 18, 24, 30, 36, 42, 48)
 GOAL_MSTL_RATIO = 0.7
 GOAL_COVERAGE, GOAL_QUARTER = (0.87, 0.93), (0.85, 0.95)
 GOAL_SCORE_GAIN = 0.15
+CALIBRATED = "conditional, as trained (the interval before 2026-12-03)"
+SERVED = "conditional + rescale per horizon (product, as served)"
+ONE_FACTOR = "conditional + one factor for every horizon, from the +{h} h errors"
 
 log = logging.getLogger("bench_horizons")
 
@@ -195,6 +203,36 @@ def without_dew_point(
     return IntervalSet(lower, upper)
 
 
+def rescaled(
+    rows: Any,
+    pred: np.ndarray,
+    interval: IntervalSet,
+    rescale: Any,
+    from_horizon: int | None = None,
+) -> IntervalSet:
+    """The interval as served: each issue time's interval rescaled per horizon by the factors
+    of the forecasts realised by then (target time <= issue time), in time order.
+    ``from_horizon``: one factor for every horizon, from that horizon's forecasts only (what a
+    service that logs only its own horizon could learn)."""
+    from rps.models.interval_rescale import needed_factor, rolling_factor
+
+    lo_off, hi_off = interval.lower - pred, interval.upper - pred
+    needed = needed_factor(rows.y - pred, lo_off, hi_off)
+    hours = rows.issue_times.asi8 // 3_600_000_000_000
+    target = hours + rows.horizons
+    factor = np.ones(len(pred))
+    for h in np.unique(rows.horizons):
+        at = np.flatnonzero(rows.horizons == h)
+        source = at if from_horizon is None else np.flatnonzero(rows.horizons == from_horizon)
+        order = source[np.argsort(target[source], kind="stable")]
+        realised_at, values = target[order], needed[order]
+        issues, inverse = np.unique(hours[at], return_inverse=True)
+        ends = np.searchsorted(realised_at, issues, side="right")
+        per_issue = np.array([rolling_factor(values[:k], rescale)[0] for k in ends])
+        factor[at] = per_issue[inverse]
+    return IntervalSet(pred + factor * lo_off, pred + factor * hi_off)
+
+
 def interval_scores(rows: Any, interval: IntervalSet, alpha: float) -> pd.DataFrame:
     from rps.models import evaluation as ev
 
@@ -296,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     product_pred = product.predictor.predict(rows.x)
     results["product (direct + fallbacks, as served)"] = Timed(product_pred, prod_s, prod_cpu)
     lower, upper = product.interval.bounds(rows.x, product_pred, spec.feature_names)
+    rescale = hp.rescale.rescale(alpha)
 
     rmse = {name: per_horizon_rmse(rows, r.pred, h_max) for name, r in results.items()}
     baselines = {
@@ -324,19 +363,25 @@ def main(argv: list[str] | None = None) -> int:
     sets["conditional, scale without the dew point"] = without_dew_point(
         product.oof, rows, product_pred, spec, alpha
     )
-    sets["conditional (product)"] = IntervalSet(lower, upper)
+    sets[CALIBRATED] = IntervalSet(lower, upper)
+    sets[ONE_FACTOR.format(h=horizon)] = rescaled(
+        rows, product_pred, sets[CALIBRATED], rescale, from_horizon=horizon
+    )
+    sets[SERVED] = rescaled(rows, product_pred, sets[CALIBRATED], rescale)
     scored = {name: interval_scores(rows, s, alpha) for name, s in sets.items()}
 
     quarter_lines: list[str] = []
     quarter_goal: list[str] = []
     if not args.no_quarters:
-        quarter_lines, quarter_cov = quarters(observations, spec, params, data, hyper)
+        quarter_lines, quarter_cov, quarter_old = quarters(observations, spec, params, data, hyper)
         inside = {q: c.between(*GOAL_QUARTER).all() for q, c in quarter_cov.items()}
         quarter_goal = [
             f"| 90 % coverage within {GOAL_QUARTER[0]:.0%}-{GOAL_QUARTER[1]:.0%} at every "
             "horizon in each quarter held out | "
             + "; ".join(f"{q}: {c.min():.1%}..{c.max():.1%}" for q, c in quarter_cov.items())
-            + f" | {verdict(all(inside.values()))}"
+            + " (as trained, without the rescale: "
+            + "; ".join(f"{q}: {c.min():.1%}..{c.max():.1%}" for q, c in quarter_old.items())
+            + f") | {verdict(all(inside.values()))}"
             + (
                 ""
                 if all(inside.values())
@@ -404,26 +449,31 @@ def main(argv: list[str] | None = None) -> int:
             f"{frame['coverage'].max():.1%} | {frame['width'].mean():.2f} | "
             f"{frame['score'].mean():.2f} | {frame['pinball'].mean():.3f} | {gain:+.0%} |"
         )
-    cond, per_h, today = (
-        scored["conditional (product)"],
+    cond, per_h, today, trained = (
+        scored[SERVED],
         scored["constant per horizon"],
         scored[base_name],
+        scored[CALIBRATED],
     )
     ivl_h = [
-        "| horizon (h) | coverage: today / per horizon / conditional | width | interval score |",
+        "| horizon (h) | coverage: today / per horizon / as trained / as served | width | "
+        "interval score |",
         "|---:|---|---|---|",
         *[
-            f"| {h} | {today.loc[h, 'coverage']:.1%} / {per_h.loc[h, 'coverage']:.1%} / "
-            f"{cond.loc[h, 'coverage']:.1%} | {today.loc[h, 'width']:.1f} / "
-            f"{per_h.loc[h, 'width']:.1f} / {cond.loc[h, 'width']:.1f} | "
-            f"{today.loc[h, 'score']:.1f} / {per_h.loc[h, 'score']:.1f} / "
-            f"{cond.loc[h, 'score']:.1f} |"
+            f"| {h} | "
+            + " / ".join(f"{f.loc[h, 'coverage']:.1%}" for f in (today, per_h, trained, cond))
+            + " | "
+            + " / ".join(f"{f.loc[h, 'width']:.1f}" for f in (today, per_h, trained, cond))
+            + " | "
+            + " / ".join(f"{f.loc[h, 'score']:.1f}" for f in (today, per_h, trained, cond))
+            + " |"
             for h in SHOWN
         ],
     ]
     gain_today = 1 - cond["score"].mean() / today["score"].mean()
     gain_per_h = 1 - cond["score"].mean() / per_h["score"].mean()
     covered = cond["coverage"].between(*GOAL_COVERAGE)
+    gain_trained = 1 - trained["score"].mean() / today["score"].mean()
     lines = [
         SECTION,
         "",
@@ -473,14 +523,18 @@ def main(argv: list[str] | None = None) -> int:
         f"{verdict(beats_s == h_max)} |",
         f"| 90 % coverage within {GOAL_COVERAGE[0]:.0%}-{GOAL_COVERAGE[1]:.0%} at every horizon | "
         f"{int(covered.sum())}/{len(cond)} horizons ({cond['coverage'].min():.1%}.."
-        f"{cond['coverage'].max():.1%}) | {verdict(bool(covered.all()))} |",
+        f"{cond['coverage'].max():.1%}; as trained {trained['coverage'].min():.1%}.."
+        f"{trained['coverage'].max():.1%}) | {verdict(bool(covered.all()))} |",
         f"| interval score >= {GOAL_SCORE_GAIN:.0%} better than the constant interval | "
-        f"{gain_today:+.0%} vs today's; {gain_per_h:+.0%} vs a constant per horizon | "
+        f"{gain_today:+.0%} vs today's (as trained: {gain_trained:+.0%}); {gain_per_h:+.0%} vs "
+        "a constant per horizon | "
         f"{verdict(gain_today >= GOAL_SCORE_GAIN)} (today's); "
         f"{verdict(gain_per_h >= GOAL_SCORE_GAIN)} (per horizon) |",
         *quarter_goal,
         "",
-        "Intervals on the holdout (90 %, all calibrated on the same out-of-fold errors):",
+        "Intervals on the holdout (90 %, all calibrated on the same out-of-fold errors; the "
+        f"rescale: window {rescale.window}, min_samples {rescale.min_samples}, factor "
+        f"{rescale.min_factor}..{rescale.max_factor}):",
         "",
         *ivl,
         "",
@@ -494,9 +548,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def quarters(
     observations: pd.DataFrame, spec: Any, params: Any, data: Any, hyper: dict[str, Any]
-) -> tuple[list[str], dict[str, pd.Series]]:
+) -> tuple[list[str], dict[str, pd.Series], dict[str, pd.Series]]:
     """Hold out each quarter in turn; the interval's coverage and score there (its table and
-    the conditional interval's coverage per horizon of each quarter)."""
+    the coverage per horizon of each quarter of the interval as served and as trained)."""
     from rps.models import horizons as hz
 
     hp, alpha, seed = params.horizons, params.train.interval_alpha, params.train.seed
@@ -506,12 +560,16 @@ def quarters(
         "Each quarter held out in turn (trained on the rest of the year, a "
         f"{hp.max_hours} h gap on each side; issue times by quarter of the target year):",
         "",
-        "| quarter held out | forecasts | coverage mean (min..max over horizons) | "
-        "constant per horizon: coverage | without the dew point: coverage | "
-        "interval score: conditional / per-horizon constant / today |",
-        "|---|---:|---|---|---|---|",
+        "| quarter held out | forecasts | as served (rescaled): coverage mean (min..max over "
+        "horizons) | as trained: coverage | one factor from the +"
+        f"{params.features.horizon_hours} h errors: coverage | constant per horizon: coverage | "
+        "without the dew point: coverage | interval score: as served / as trained / one factor "
+        "/ per-horizon constant / today |",
+        "|---|---:|---|---|---|---|---|---|",
     ]
     coverage: dict[str, pd.Series] = {}
+    coverage_old: dict[str, pd.Series] = {}
+    rescale = hp.rescale.rescale(alpha)
     for q in range(1, 5):
         inside = index.quarter == q
         hold = index[inside]
@@ -525,26 +583,56 @@ def quarters(
         rows = hd.holdout
         pred = fitted.predictor.predict(rows.x)
         lower, upper = fitted.interval.bounds(rows.x, pred, spec.feature_names)
-        cond = interval_scores(rows, IntervalSet(lower, upper), alpha)
+        trained = interval_scores(rows, IntervalSet(lower, upper), alpha)
+        cond = interval_scores(
+            rows, rescaled(rows, pred, IntervalSet(lower, upper), rescale), alpha
+        )
+        one = interval_scores(
+            rows,
+            rescaled(
+                rows,
+                pred,
+                IntervalSet(lower, upper),
+                rescale,
+                from_horizon=params.features.horizon_hours,
+            ),
+            alpha,
+        )
         consts = constant_intervals(fitted.oof, rows, pred, alpha, params.features.horizon_hours)
         today, per_h = (interval_scores(rows, s, alpha) for s in consts.values())
         no_dew = interval_scores(
             rows, without_dew_point(fitted.oof, rows, pred, spec, alpha), alpha
         )
         coverage[f"Q{q}"] = cond["coverage"]
+        coverage_old[f"Q{q}"] = trained["coverage"]
         ok = cond["coverage"].between(*GOAL_QUARTER).all()
         lines.append(
             f"| Q{q} ({first:%b %d} .. {last:%b %d}) | {len(rows.y)} | "
             f"{cond['coverage'].mean():.1%} ({cond['coverage'].min():.1%}.."
             f"{cond['coverage'].max():.1%}){'' if ok else ' (outside 85-95 %)'} | "
+            f"{trained['coverage'].mean():.1%} ({trained['coverage'].min():.1%}.."
+            f"{trained['coverage'].max():.1%}) | {one['coverage'].mean():.1%} "
+            f"({one['coverage'].min():.1%}..{one['coverage'].max():.1%}) | "
             f"{per_h['coverage'].mean():.1%} ({per_h['coverage'].min():.1%}.."
             f"{per_h['coverage'].max():.1%}) | {no_dew['coverage'].mean():.1%} "
             f"({no_dew['coverage'].min():.1%}..{no_dew['coverage'].max():.1%}) | "
-            f"{cond['score'].mean():.2f} / "
-            f"{per_h['score'].mean():.2f} / {today['score'].mean():.2f} |"
+            f"{cond['score'].mean():.2f} / {trained['score'].mean():.2f} / "
+            f"{one['score'].mean():.2f} / {per_h['score'].mean():.2f} / "
+            f"{today['score'].mean():.2f} |"
         )
         log.info("quarter %d in %.1f s", q, time.perf_counter() - started)
-    return lines, coverage
+    lines += [
+        "",
+        "As served = the interval as trained, rescaled per horizon by the service "
+        "(`rps.models.interval_rescale`, `horizons.rescale`), simulated here in time order from "
+        "factor 1 at the start of the held-out period with the service's functions, each issue "
+        "time's factors from the forecasts of that horizon realised by then. The one-factor "
+        "column is the same rescale learned from the model's own horizon only (all that a "
+        "service logging only that horizon would join): the miscalibration of a season "
+        "depends on the horizon, so it over-narrows some horizons and under-narrows others; "
+        "the service therefore logs every hour of a `/forecast` trajectory.",
+    ]
+    return lines, coverage, coverage_old
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ What it measures (one run, written to ``bench/results/serving.json`` and printed
 * RSS of every server process after the load.
 
 Servers: the floor (a bare FastAPI endpoint calling the same LightGBM Booster under the same
-uvicorn: no validation beyond JSON, no metrics, no drift), ``rps serve`` with 1 and 2 workers
+uvicorn: no validation beyond JSON, no metrics, no drift) twice, through the one-row C path that
+``rps serve`` uses (:mod:`rps.models.single_row`; the floor the ratios are taken against) and
+through ``Booster.predict``, ``rps serve`` with 1 and 2 workers
 (metrics and drift on), and ``mlflow models serve --env-manager local`` of the same bundle logged
 as a pyfunc model to a local MLflow store (SQLite + local artifacts). ``--serve-python`` runs the
 floor and ``rps serve`` with another interpreter, e.g. a serving-only venv
@@ -190,6 +192,9 @@ class Server:
                 self.process.wait(timeout=10)
 
 
+#: the floor the goal compares with: the same Booster through the same one-row path as rps
+FLOOR = "floor (bare FastAPI + Booster, one-row path)"
+
 FLOOR_APP = """
 import os
 
@@ -200,6 +205,13 @@ from fastapi import FastAPI, Request, Response
 
 booster = lightgbm.Booster(model_file=os.environ["FLOOR_MODEL_FILE"])
 names = booster.feature_name()
+if os.environ.get("FLOOR_ONE_ROW_PATH"):  # the one-row C path rps serves with
+    from rps.models.single_row import BoosterPredictor
+
+    forecast = BoosterPredictor(booster)
+else:
+    def forecast(matrix):
+        return booster.predict(matrix, num_threads=1)
 app = FastAPI()
 
 
@@ -207,16 +219,19 @@ app = FastAPI()
 async def predict(request: Request) -> Response:
     rows = orjson.loads(await request.body())["rows"]
     matrix = np.asarray([[row[name] for name in names] for row in rows], dtype=float)
-    point = booster.predict(matrix, num_threads=1)
+    point = forecast(matrix)
     return Response(orjson.dumps({"predictions": point.tolist()}), media_type="application/json")
 """
 
 
-def start_floor(bundle_dir: Path, workdir: Path, python: Path) -> Server:
-    """The bare FastAPI endpoint around the bundle's Booster (one uvicorn worker)."""
+def start_floor(bundle_dir: Path, workdir: Path, python: Path, *, one_row_path: bool) -> Server:
+    """The bare FastAPI endpoint around the bundle's Booster (one uvicorn worker), calling
+    ``Booster.predict`` or the one-row C path of :mod:`rps.models.single_row`."""
     port = free_port()
     (workdir / "floor_app.py").write_text(FLOOR_APP)
     env = {**os.environ, "FLOOR_MODEL_FILE": str(bundle_dir / "model.txt")}
+    if one_row_path:
+        env["FLOOR_ONE_ROW_PATH"] = "1"
     argv = [str(python), "-m", "uvicorn", "floor_app:app", "--app-dir", str(workdir)]
     argv += ["--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
     argv += ["--log-level", "warning"]
@@ -551,12 +566,19 @@ def main() -> None:
             }
         }
         serve_python = args.serve_python
+        python = Path(serve_python or sys.executable)
         results["serve_python"] = str(serve_python or sys.executable)
         results["serve_venv_mb"] = venv_size_mb(Path(serve_python or sys.executable))
         targets: list[tuple[str, Callable[[], Server], str, dict[str, Any]]] = [
             (
-                "floor (bare FastAPI + Booster)",
-                lambda: start_floor(bundle_dir, workdir, Path(serve_python or sys.executable)),
+                FLOOR,
+                lambda: start_floor(bundle_dir, workdir, python, one_row_path=True),
+                "/predict",
+                rps_body,
+            ),
+            (
+                "floor, Booster.predict",
+                lambda: start_floor(bundle_dir, workdir, python, one_row_path=False),
                 "/predict",
                 rps_body,
             ),
@@ -615,7 +637,7 @@ def main() -> None:
                 server.stop()
         if not args.skip_mlflow:
             results["mlflow_venv_mb"] = venv_size_mb(Path(sys.executable))
-        floor = results["servers"].get("floor (bare FastAPI + Booster)")
+        floor = results["servers"].get(FLOOR)
         if floor:
             for data in results["servers"].values():
                 data["vs_floor"] = data["wrk"]["req_per_s"] / floor["wrk"]["req_per_s"]

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 if TYPE_CHECKING:
+    from rps.models.interval_rescale import Rescale
     from rps.serving.accuracy import ErrorTest
     from rps.serving.seasonal import HumidityChangeTest
 
@@ -100,6 +101,34 @@ class TrainParams(_Strict):
     search_space: dict[str, dict[str, tuple[float, float]]] = {}
 
 
+class RescaleParams(_Strict):
+    """The service's online rescale of the interval per horizon (rps.models.interval_rescale)."""
+
+    enabled: bool = True
+    window: int = Field(default=336, ge=1)  # newest joined forecasts per horizon
+    min_samples: int = Field(default=168, ge=1)  # fewer: the calibrated interval (factor 1)
+    min_factor: float = Field(default=0.5, gt=0, le=1)
+    max_factor: float = Field(default=2.0, ge=1)
+
+    @model_validator(mode="after")
+    def _window(self) -> RescaleParams:
+        if self.min_samples > self.window:
+            raise ValueError("horizons.rescale.min_samples must not exceed its window")
+        return self
+
+    def rescale(self, alpha: float) -> Rescale:
+        """The rescale of an interval of miscoverage ``alpha``."""
+        from rps.models.interval_rescale import Rescale
+
+        return Rescale(
+            alpha=alpha,
+            window=self.window,
+            min_samples=self.min_samples,
+            min_factor=self.min_factor,
+            max_factor=self.max_factor,
+        )
+
+
 class HorizonParams(_Strict):
     """The forecast trajectory: every hour 1..``max_hours`` (rps.models.horizons)."""
 
@@ -108,6 +137,7 @@ class HorizonParams(_Strict):
     group_starts: tuple[int, ...] = (1, 2, 3, 4, 7, 13, 25)
     # blocked CV folds over the training rows whose residuals calibrate the intervals
     interval_folds: int = Field(default=4, ge=2)
+    rescale: RescaleParams = RescaleParams()
 
     @model_validator(mode="after")
     def _groups(self) -> HorizonParams:

@@ -15,7 +15,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict, cast
 
@@ -23,8 +23,14 @@ import numpy as np
 
 from rps.features.online import build_horizon_rows
 from rps.features.spec import HORIZON, FeatureError
+from rps.models.interval_rescale import Rescale, apply_factors
 from rps.params import DriftParams, LocationParams, Params, ParamsError, load_params
-from rps.serving.accuracy import LiveAccuracy, LoggedPrediction, PredictionLog
+from rps.serving.accuracy import (
+    IntervalFactorCache,
+    LiveAccuracy,
+    LoggedPrediction,
+    PredictionLog,
+)
 from rps.serving.drift import DriftMonitor
 from rps.serving.errors import InputError, UnavailableError
 from rps.serving.inputs import check_horizon, epoch, observations_to_row, rows_to_matrix
@@ -117,6 +123,26 @@ def _log_key(prediction: LoggedPrediction) -> tuple[int, int, str]:
     return (prediction.issue_time, prediction.target_time, prediction.model_version)
 
 
+def _points(hours: list[int], forecast: Forecast, issue: datetime) -> list[TrajectoryItem]:
+    """The points of a trajectory of lead times ``hours`` issued at ``issue``."""
+    return [
+        {
+            "horizon_hours": h,
+            "target_time": issue + timedelta(hours=h),
+            "prediction": p,
+            "lower": lo,
+            "upper": hi,
+        }
+        for h, p, lo, hi in zip(
+            hours,
+            forecast.point.tolist(),
+            forecast.lower.tolist(),
+            forecast.upper.tolist(),
+            strict=True,
+        )
+    ]
+
+
 def _leads(model: ServedModel, matrix: np.ndarray, horizon_hours: int | None) -> np.ndarray:
     """The lead time of each row: asked for, read from the rows' features, or the model's."""
     if horizon_hours is not None:
@@ -168,6 +194,7 @@ class PredictionService:
         self.published: PublishedTrajectory | None = None
         self._unpublished_reason: str | None = None
         self.prediction_log: PredictionLog | None = None
+        self.interval_factors: IntervalFactorCache | None = None
         self._logged_keys: dict[tuple[int, int, str], None] = {}  # insertion-ordered set
         self.drift: DriftMonitor | None = None
         self.stored = StoredObservations(settings.processed_dir)
@@ -192,7 +219,10 @@ class PredictionService:
                 self.settings.state_path / "serving" / "predictions.db",
                 window=self.drift_params.live_accuracy_window,
                 error_test=self.drift_params.error_test(),
+                rescale=self._rescale(),
             )
+            if self.prediction_log.rescale is not None:
+                self.interval_factors = IntervalFactorCache(self.prediction_log)
         except (OSError, sqlite3.Error) as exc:  # a read-only state folder: serve without it
             logger.error("prediction log unavailable, live accuracy is off: %s", exc)
             self.prediction_log = None
@@ -205,12 +235,30 @@ class PredictionService:
             self.prediction_log.close()
         self.metrics.worker_exit()
 
+    def _rescale(self) -> Rescale | None:
+        params = self.params
+        if params is None or not params.horizons.rescale.enabled:
+            return None
+        return params.horizons.rescale.rescale(params.train.interval_alpha)
+
+    def _rescaled(self, forecast: Forecast, leads: Sequence[int]) -> tuple[Forecast, np.ndarray]:
+        """The forecast with each lead time's interval rescaled, and the factor of each row."""
+        cache = self.interval_factors
+        factors = cache.factors() if cache is not None else None
+        if factors is None or not factors.size:  # nothing learned yet: the interval as trained
+            return forecast, np.ones(len(leads))
+        lower, upper, factor = apply_factors(
+            forecast.point, forecast.lower, forecast.upper, np.asarray(leads), factors
+        )
+        return replace(forecast, lower=lower, upper=upper), factor
+
     def _live_accuracy(self) -> LiveAccuracy | None:
         if self.prediction_log is None:
             return None
         model = self.manager.current
         scale = model.bundle.metrics.get("holdout_rmse") if model is not None else None
-        return self.prediction_log.live_accuracy(error_scale=scale)
+        horizon = model.horizon_hours if model is not None else None
+        return self.prediction_log.live_accuracy(error_scale=scale, horizon_hours=horizon)
 
     def _on_swap(self, previous: ServedModel | None, current: ServedModel) -> None:
         if previous is not None and self.drift is not None and previous.profile is current.profile:
@@ -276,7 +324,8 @@ class PredictionService:
         Raises:
             InputError: a forecast is not finite (extreme inputs to a linear model).
         """
-        forecast: Forecast = model.predict(matrix)
+        leads = _leads(model, matrix, horizon_hours).tolist()
+        forecast, factor = self._rescaled(model.predict(matrix), leads)
         # Python floats from here on: a request holds one row, where numpy's per-call overhead
         # is most of the cost (docs/BENCHMARKS.md, Serving)
         point = forecast.point.tolist()
@@ -291,7 +340,6 @@ class PredictionService:
                 )
         ood_rows = np.asarray(forecast.ood.any(axis=1))
         names = model.feature_names
-        leads = _leads(model, matrix, horizon_hours).tolist()
         own_horizon = model.horizon_hours
         items: list[PredictionItem] = []
         logged: list[LoggedPrediction] = []
@@ -320,6 +368,7 @@ class PredictionService:
                         prediction=point[i],
                         lower=lower[i],
                         upper=upper[i],
+                        factor=float(factor[i]),
                     )
                 )
         own = [lead == own_horizon for lead in leads]
@@ -446,9 +495,29 @@ class PredictionService:
         self, model: ServedModel, rows: np.ndarray, horizons: list[int], issue: datetime
     ) -> list[TrajectoryItem]:
         """The trajectory of a ``/forecast`` answer (after its first row, the model's own
-        horizon): counted in the prediction metrics, not logged."""
-        self.metrics.predictions.inc(len(rows) - 1)
-        return self._trajectory(model, rows[1:], horizons[1:], issue)
+        horizon): counted in the prediction metrics and logged (their realized errors rescale
+        each horizon's interval)."""
+        hours = horizons[1:]
+        forecast, factor = self._trajectory(model, rows[1:], hours)
+        self.metrics.predictions.inc(len(hours))
+        issued = epoch(issue)
+        # a worker builds the log rows of an issue time once (repeats are skipped anyway)
+        if hours and (issued, issued + 3600 * hours[-1], model.version) not in self._logged_keys:
+            rows_out = zip(
+                hours,
+                forecast.point.tolist(),
+                forecast.lower.tolist(),
+                forecast.upper.tolist(),
+                factor.tolist(),
+                strict=True,
+            )
+            self._log(
+                [
+                    LoggedPrediction(issued, issued + 3600 * h, model.version, p, lo, hi, f)
+                    for h, p, lo, hi, f in rows_out
+                ]
+            )
+        return _points(hours, forecast, issue)
 
     @staticmethod
     def _stored_rows(model: ServedModel, window: StoredWindow, horizons: list[int]) -> np.ndarray:
@@ -469,30 +538,18 @@ class PredictionService:
         except FeatureError as exc:
             raise UnavailableError(f"stored observations cannot make a feature row: {exc}") from exc
 
-    @staticmethod
     def _trajectory(
-        model: ServedModel, rows: np.ndarray, hours: list[int], issue: datetime
-    ) -> list[TrajectoryItem]:
-        """The points of a trajectory: ``rows`` are the feature rows of lead times ``hours``."""
-        forecast = model.predict(rows)
+        self, model: ServedModel, rows: np.ndarray, hours: list[int]
+    ) -> tuple[Forecast, np.ndarray]:
+        """The rescaled forecasts of feature rows of lead times ``hours``, and their factors.
+
+        Raises:
+            UnavailableError: a forecast is not finite.
+        """
+        forecast, factor = self._rescaled(model.predict(rows), hours)
         if not (np.isfinite(forecast.point).all() and np.isfinite(forecast.lower).all()):
             raise UnavailableError("the model's trajectory is not finite for the stored hours")
-        return [
-            {
-                "horizon_hours": h,
-                "target_time": issue + timedelta(hours=h),
-                "prediction": p,
-                "lower": lo,
-                "upper": hi,
-            }
-            for h, p, lo, hi in zip(
-                hours,
-                forecast.point.tolist(),
-                forecast.lower.tolist(),
-                forecast.upper.tolist(),
-                strict=True,
-            )
-        ]
+        return forecast, factor
 
     def refresh_trajectory(self) -> None:
         """Recompute the published trajectory if the model or the stored window changed.
@@ -514,7 +571,8 @@ class PredictionService:
             single = model.bundle.max_horizon_hours is None
             hours = [spec.horizon_hours] if single else list(range(1, model.max_horizon_hours + 1))
             rows = self._stored_rows(model, window, hours)
-            points = self._trajectory(model, rows, hours, window.issue_time)
+            forecast, _factor = self._trajectory(model, rows, hours)
+            points = _points(hours, forecast, window.issue_time)
         except Exception as exc:  # UnavailableError, or a model failing: never break the scrape
             self.published = None
             reason = str(exc) if isinstance(exc, UnavailableError) else repr(exc)
@@ -550,7 +608,8 @@ class PredictionService:
         if log is None:
             raise UnavailableError("the prediction log is not available (see the server log)")
         joined = log.record_actuals(values)
-        live = log.live_accuracy()
+        model = self.manager.current
+        live = log.live_accuracy(horizon_hours=model.horizon_hours if model else None)
         return FeedbackResponse(
             received=len(values),
             joined=joined,

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rps.models.interval_rescale import Rescale
 from rps.serving.accuracy import (
     ErrorTest,
+    IntervalFactorCache,
     LoggedPrediction,
     PredictionLog,
     error_cusum,
@@ -120,3 +123,82 @@ def test_error_cusum_path_rises_with_the_excess_and_resets_at_zero() -> None:
     assert path.tolist() == [0.0, 7.0, 14.0, 12.0, 10.0, 8.0, 6.0, 4.0]
     assert error_cusum(errors, scale=1.0, allowance=1.0, cap=16.0) == path[-1]
     assert error_cusum(np.array([]), scale=1.0, allowance=1.0, cap=16.0) == 0.0
+
+
+def _trajectory(
+    issue: int, value: float, hours: int, factor: float = 1.0, drop: float = 0.0
+) -> list[LoggedPrediction]:
+    """Forecasts of every hour 1..hours (``value - drop * h``), their calibrated interval
+    -2 .. +4 around it, served rescaled by ``factor``."""
+    return [
+        LoggedPrediction(
+            issue_time=issue * HOUR,
+            target_time=(issue + h) * HOUR,
+            model_version="1",
+            prediction=value - drop * h,
+            lower=value - drop * h - 2 * factor,
+            upper=value - drop * h + 4 * factor,
+            factor=factor,
+        )
+        for h in range(1, hours + 1)
+    ]
+
+
+def test_joined_forecasts_set_the_interval_factor_of_each_horizon(tmp_path: Path) -> None:
+    """Each horizon's factor comes from its own joined errors, measured against the interval
+    before the rescale it was served with; a horizon with too few errors keeps factor 1."""
+    rescale = Rescale(window=10, min_samples=5)
+    log = PredictionLog(tmp_path / "p.db", window=10, rescale=rescale)
+    assert log.interval_factors() == {}
+    for issue in range(8):  # served with a factor 0.5: the interval before it is -2 .. +4
+        log.log(_trajectory(issue, 10.0, 3, factor=0.5, drop=0.5))
+    log.log(_trajectory(100, 10.0, 3, drop=0.5))  # issue 100: one more forecast per horizon
+    # realized 12.5 at every hour: +2.5 + 0.5 h over the forecast of horizon h, of the +4 offset
+    joined = log.record_actuals([(t * HOUR, 12.5) for t in range(1, 104)])
+    assert joined == 27
+    factors = log.interval_factors()
+    assert factors == {1: pytest.approx(0.75), 2: pytest.approx(0.875), 3: pytest.approx(1.0)}
+    # the live metrics keep to the model's own horizon
+    assert log.live_accuracy(horizon_hours=2).samples == 9
+    assert log.live_accuracy().samples == 10
+
+
+def test_too_few_joined_forecasts_leave_the_factor_at_one(tmp_path: Path) -> None:
+    """Negative case: two large errors do not widen the interval (min_samples)."""
+    log = PredictionLog(tmp_path / "p.db", window=10, rescale=Rescale(window=10, min_samples=5))
+    log.log(_trajectory(0, 10.0, 1) + _trajectory(1, 10.0, 1))
+    log.record_actuals([(1 * HOUR, 30.0), (2 * HOUR, 30.0)])
+    assert log.interval_factors() == {1: 1.0}
+
+
+def test_a_log_without_a_rescale_stores_no_factors(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.db", window=10)
+    log.log(_trajectory(0, 10.0, 2))
+    log.record_actuals([(1 * HOUR, 30.0), (2 * HOUR, 30.0)])
+    assert log.interval_factors() == {}
+
+
+def test_a_log_written_before_the_rescale_gains_the_factor_column(tmp_path: Path) -> None:
+    path = tmp_path / "p.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, logged_at REAL "
+            "NOT NULL, issue_time INTEGER NOT NULL, target_time INTEGER NOT NULL, "
+            "model_version TEXT NOT NULL, prediction REAL NOT NULL, lower REAL NOT NULL, "
+            "upper REAL NOT NULL, UNIQUE (issue_time, target_time, model_version))"
+        )
+        conn.execute("INSERT INTO predictions VALUES (1, 0, 0, 21600, '1', 10, 8, 14)")
+    log = PredictionLog(path, window=10, rescale=Rescale(window=1, min_samples=1))
+    log.record_actuals([(6 * HOUR, 12.0)])
+    assert log.interval_factors() == {6: pytest.approx(0.5)}
+
+
+def test_the_factor_cache_reads_the_log_again_only_after_its_ttl(tmp_path: Path) -> None:
+    log = PredictionLog(tmp_path / "p.db", window=10, rescale=Rescale(window=1, min_samples=1))
+    cache = IntervalFactorCache(log, ttl_s=3600)
+    assert cache.factors().tolist() == []
+    log.log(_trajectory(0, 10.0, 2))
+    log.record_actuals([(2 * HOUR, 13.0)])
+    assert cache.factors().tolist() == []  # read before the join, within the ttl
+    cache.ttl_s = 0
+    assert cache.factors().tolist() == pytest.approx([1.0, 0.75])

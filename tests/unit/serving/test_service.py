@@ -180,6 +180,34 @@ def test_forecast_hours_returns_the_trajectory_with_an_interval_per_hour(
     assert info["max_horizon_hours"] == 48 and info["horizon_interval"]["alpha"] == 0.1
 
 
+def test_trajectory_forecasts_are_logged_and_their_errors_rescale_each_horizon(
+    trajectory_client: TestClient, tmp_path: Path
+) -> None:
+    """Every hour of a /forecast trajectory is logged; once realized values are joined, the
+    next forecasts' intervals are rescaled by each horizon's factor (here: errors at three
+    quarters of the upper offset -> intervals 0.75 as wide)."""
+    from rps.models.interval_rescale import Rescale
+
+    _store(tmp_path, _observations(200))
+    before = trajectory_client.get("/forecast", params={"hours": 48}).json()["trajectory"]
+    service = trajectory_client.app.state.service  # type: ignore[attr-defined]
+    service.prediction_log.rescale = Rescale(window=1, min_samples=1)  # one error decides
+    service.interval_factors.ttl_s = 0
+    realized = [
+        {
+            "time": p["target_time"],
+            "temperature_2m": p["prediction"] + 0.75 * (p["upper"] - p["prediction"]),
+        }
+        for p in before
+    ]
+    feedback = trajectory_client.post("/feedback", json={"observations": realized}).json()
+    assert feedback["joined"] == 48 and feedback["live_samples"] == 1  # +6 h only
+    after = trajectory_client.get("/forecast", params={"hours": 48}).json()["trajectory"]
+    for old, new in zip(before, after, strict=True):
+        assert new["prediction"] == old["prediction"]
+        assert new["upper"] - new["lower"] == pytest.approx(0.75 * (old["upper"] - old["lower"]))
+
+
 @pytest.mark.parametrize("hours", [0, 49, 200])
 def test_forecast_hours_beyond_the_trajectory_are_refused(
     trajectory_client: TestClient, tmp_path: Path, hours: int
@@ -300,6 +328,12 @@ def test_metrics_publish_the_trajectory_of_the_stored_observations(
         assert values[h, "prediction"] == pytest.approx(now)
         assert values[h, "upper"] - values[h, "prediction"] == pytest.approx(1.645 * np.sqrt(h))
         assert values[h, "prediction"] - values[h, "lower"] == pytest.approx(1.645 * np.sqrt(h))
+    first_target = frame["time"].iloc[-1] + pd.Timedelta(hours=1)
+    feedback = trajectory_client.post(
+        "/feedback",
+        json={"observations": [{"time": first_target.isoformat(), "temperature_2m": 1.0}]},
+    ).json()
+    assert feedback["joined"] == 0  # the published +1 h forecast was not logged
     points = trajectory_client.get("/forecast", params={"hours": 48}).json()["trajectory"]
     assert _predictions_total(trajectory_client) == 49  # the request's own, not the scrapes'
     for point in points:
@@ -309,11 +343,6 @@ def test_metrics_publish_the_trajectory_of_the_stored_observations(
             point["prediction"],
             point["upper"],
         ]
-    feedback = trajectory_client.post(
-        "/feedback",
-        json={"observations": [{"time": points[0]["target_time"], "temperature_2m": 1.0}]},
-    ).json()
-    assert feedback["joined"] == 0  # the published +1 h forecast was not logged
 
     newer = _observations(201)  # the pipeline stored one more hour: the trajectory follows
     newer.loc[200, "temperature_2m"] = now + 3.0

@@ -17,6 +17,7 @@ from rps.models.bundle import ModelBundle
 from rps.params import DriftParams
 from rps.serving.drift import DriftMonitor, ReferenceProfile, training_bounds
 from rps.serving.model_store import ModelEntry, ModelLoadError
+from rps.serving.schemas import ModelInfoResponse
 
 SMOKE_ROWS = 32
 
@@ -81,6 +82,43 @@ class ServedModel:
             point, lower, upper = self.bundle.predict_with_interval(rows)
         ood = (rows < self.lower_bounds) | (rows > self.upper_bounds)
         return Forecast(point=point, lower=lower, upper=upper, ood=ood)
+
+    def info(self) -> ModelInfoResponse:
+        """What is served and where it came from (``GET /model/info``)."""
+        lineage = self.bundle.lineage
+        spec = self.bundle.feature_spec
+
+        def text(key: str) -> str | None:
+            value = lineage.get(key)
+            return None if value is None else str(value)
+
+        return ModelInfoResponse(
+            name=self.name,
+            version=self.version,
+            alias=self.alias,
+            kind=self.bundle.kind,
+            run_id=text("run_id"),
+            dataset_md5=text("dataset_md5"),
+            code_sha=text("code_sha"),
+            trained_at=text("trained_at"),
+            metrics=self.bundle.metrics,
+            features=self.feature_names,
+            target=spec.target,
+            horizon_hours=spec.horizon_hours,
+            max_horizon_hours=self.bundle.max_horizon_hours,
+            window_hours=spec.window_hours,
+            interval=self.bundle.interval,
+            horizon_interval=(
+                None
+                if self.bundle.horizon_interval is None
+                else self.bundle.horizon_interval.to_dict()
+            ),
+            metrics_by_horizon=self.bundle.metrics_by_horizon,
+            checksum=self.checksum,
+            source=self.source,
+            loaded_at=self.loaded_at,
+            lineage=lineage,
+        )
 
     def new_drift_monitor(self, params: DriftParams) -> DriftMonitor:
         """An empty drift window against this model's training reference."""

@@ -1,4 +1,4 @@
-"""The prediction service behind the routers: forecasts, monitoring, feedback, model info.
+"""The prediction service behind the routers: forecasts, monitoring, feedback.
 
 One :class:`PredictionService` per app (per worker process). Its request methods run on the event
 loop without awaiting, so a request uses one model object from start to end and the drift
@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict, cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -38,39 +38,21 @@ from rps.serving.launcher import INSTANCE_ENV, STARTED_AT_ENV
 from rps.serving.metrics import PIPELINE_STATUS_FILE, RuntimeCollector, ServingMetrics
 from rps.serving.model_store import BundleCache, SharedModelState
 from rps.serving.predictor import Forecast, ModelManager, ServedModel
-from rps.serving.schemas import (
-    FeedbackResponse,
-    ModelInfoResponse,
-    Observation,
+from rps.serving.responses import (
+    ForecastBody,
+    PredictBody,
+    PredictionItem,
+    TrajectoryItem,
+    trajectory_points,
 )
+from rps.serving.schemas import FeedbackResponse, Observation
 from rps.serving.sources import model_source
 from rps.serving.stored import StoredObservations, StoredWindow
 from rps.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InputError", "PredictBody", "PredictionItem", "PredictionService", "UnavailableError"]
-
-
-class PredictionItem(TypedDict):
-    """One forecast, shaped as :class:`~rps.serving.schemas.Prediction`."""
-
-    prediction: float
-    lower: float
-    upper: float
-    ood_features: list[str]
-    issue_time: datetime | None
-    target_time: datetime | None
-
-
-class TrajectoryItem(TypedDict):
-    """One hour of a trajectory, shaped as :class:`~rps.serving.schemas.TrajectoryPoint`."""
-
-    horizon_hours: int
-    target_time: datetime
-    prediction: float
-    lower: float
-    upper: float
+__all__ = ["InputError", "PredictionService", "UnavailableError"]
 
 
 @dataclass(frozen=True)
@@ -83,64 +65,12 @@ class PublishedTrajectory:
     points: list[TrajectoryItem]
 
 
-class _ModelBody(TypedDict):
-    """What every forecast answer says about the model that made it."""
-
-    model_name: str
-    model_version: str
-    target: str
-    horizon_hours: int
-    interval_alpha: float | None
-
-
-class ForecastBody(PredictionItem, _ModelBody):
-    """The ``GET /forecast`` answer, shaped as :class:`~rps.serving.schemas.ForecastResponse`
-    (a TypedDict serialized with orjson, like :class:`PredictBody`: a 48 h trajectory is 48
-    nested objects): the forecast at the model's horizon, the place and the stored file."""
-
-    location: str | None
-    latitude: float | None
-    longitude: float | None
-    observations_file: str
-    trajectory: list[TrajectoryItem] | None
-
-
-class PredictBody(_ModelBody):
-    """The ``POST /predict`` answer, shaped as :class:`~rps.serving.schemas.PredictResponse`.
-
-    A TypedDict rather than the pydantic model because the hot path serializes it with orjson
-    directly (measured 3-4x cheaper than building and dumping the model).
-    """
-
-    predictions: list[PredictionItem]
-
-
 #: how many logged (issue time, target time, version) keys a worker remembers
 LOGGED_KEYS = 1024
 
 
 def _log_key(prediction: LoggedPrediction) -> tuple[int, int, str]:
     return (prediction.issue_time, prediction.target_time, prediction.model_version)
-
-
-def _points(hours: list[int], forecast: Forecast, issue: datetime) -> list[TrajectoryItem]:
-    """The points of a trajectory of lead times ``hours`` issued at ``issue``."""
-    return [
-        {
-            "horizon_hours": h,
-            "target_time": issue + timedelta(hours=h),
-            "prediction": p,
-            "lower": lo,
-            "upper": hi,
-        }
-        for h, p, lo, hi in zip(
-            hours,
-            forecast.point.tolist(),
-            forecast.lower.tolist(),
-            forecast.upper.tolist(),
-            strict=True,
-        )
-    ]
 
 
 def _leads(model: ServedModel, matrix: np.ndarray, horizon_hours: int | None) -> np.ndarray:
@@ -517,7 +447,7 @@ class PredictionService:
                     for h, p, lo, hi, f in rows_out
                 ]
             )
-        return _points(hours, forecast, issue)
+        return trajectory_points(hours, forecast, issue)
 
     @staticmethod
     def _stored_rows(model: ServedModel, window: StoredWindow, horizons: list[int]) -> np.ndarray:
@@ -572,7 +502,7 @@ class PredictionService:
             hours = [spec.horizon_hours] if single else list(range(1, model.max_horizon_hours + 1))
             rows = self._stored_rows(model, window, hours)
             forecast, _factor = self._trajectory(model, rows, hours)
-            points = _points(hours, forecast, window.issue_time)
+            points = trajectory_points(hours, forecast, window.issue_time)
         except Exception as exc:  # UnavailableError, or a model failing: never break the scrape
             self.published = None
             reason = str(exc) if isinstance(exc, UnavailableError) else repr(exc)
@@ -638,42 +568,3 @@ class PredictionService:
         if joined:
             logger.info("joined %d logged predictions with ingested observations", joined)
         return joined
-
-    # model info -------------------------------------------------------------------------------
-    @staticmethod
-    def model_info(model: ServedModel) -> ModelInfoResponse:
-        """What is served and where it came from."""
-        lineage = model.bundle.lineage
-        spec = model.bundle.feature_spec
-
-        def text(key: str) -> str | None:
-            value = lineage.get(key)
-            return None if value is None else str(value)
-
-        return ModelInfoResponse(
-            name=model.name,
-            version=model.version,
-            alias=model.alias,
-            kind=model.bundle.kind,
-            run_id=text("run_id"),
-            dataset_md5=text("dataset_md5"),
-            code_sha=text("code_sha"),
-            trained_at=text("trained_at"),
-            metrics=model.bundle.metrics,
-            features=model.feature_names,
-            target=spec.target,
-            horizon_hours=spec.horizon_hours,
-            max_horizon_hours=model.bundle.max_horizon_hours,
-            window_hours=spec.window_hours,
-            interval=model.bundle.interval,
-            horizon_interval=(
-                None
-                if model.bundle.horizon_interval is None
-                else model.bundle.horizon_interval.to_dict()
-            ),
-            metrics_by_horizon=model.bundle.metrics_by_horizon,
-            checksum=model.checksum,
-            source=model.source,
-            loaded_at=model.loaded_at,
-            lineage=lineage,
-        )

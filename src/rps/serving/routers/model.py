@@ -20,9 +20,7 @@ router = APIRouter(prefix="/model", tags=["model"])
 @router.get("/info", responses=errors(503), summary="The served model and its lineage")
 async def model_info(model: ModelDep) -> ModelInfoResponse:
     """Name, version, alias, run, dataset hash, code SHA, metrics, features and checksum."""
-    from rps.serving.service import PredictionService
-
-    return PredictionService.model_info(model)
+    return model.info()
 
 
 async def _swap(

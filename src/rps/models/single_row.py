@@ -84,11 +84,14 @@ class SingleRowPredictor:
                 ctypes.byref(self._config),
             )
         )
+        # fixed input and output buffers: their pointers are built once, not per call
+        self._row = np.zeros(n_features)
+        self._row_pointer = ctypes.c_void_p(self._row.ctypes.data)
         self._out = np.zeros(1)
         self._out_pointer = self._out.ctypes.data_as(ctypes.POINTER(ctypes.c_double))
-        self._out_length = ctypes.c_int64()
+        self._out_length = ctypes.byref(ctypes.c_int64())
         self._predict = library.LGBM_BoosterPredictForMatSingleRowFast
-        self._lock = threading.Lock()  # the prepared predictor has one output buffer
+        self._lock = threading.Lock()  # one set of buffers: one call at a time
 
     def _check(self, status: int) -> None:
         if status != 0:
@@ -97,17 +100,12 @@ class SingleRowPredictor:
 
     def predict(self, row: np.ndarray) -> float:
         """The forecast for one row of ``n_features`` values."""
-        values = np.ascontiguousarray(row, dtype=np.float64)
-        if values.shape != (self.n_features,):
-            raise ValueError(f"expected one row of {self.n_features} values, got {values.shape}")
+        if np.shape(row) != (self.n_features,):
+            raise ValueError(f"expected one row of {self.n_features} values, got {np.shape(row)}")
         with self._lock:
+            self._row[:] = row
             self._check(
-                self._predict(
-                    self._config,
-                    ctypes.c_void_p(values.ctypes.data),
-                    ctypes.byref(self._out_length),
-                    self._out_pointer,
-                )
+                self._predict(self._config, self._row_pointer, self._out_length, self._out_pointer)
             )
             return float(self._out[0])
 

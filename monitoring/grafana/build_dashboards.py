@@ -677,7 +677,25 @@ def model_performance() -> dict[str, Any]:
                     [Query(f"prediction_variance{{{JOB}}}", "variance")],
                     "Variance of the recent point predictions (degC squared); a collapse to "
                     "near zero suggests a stuck model or input.",
-                    width=24,
+                    width=12,
+                ),
+                Panel(
+                    "Interval rescale factor",
+                    "timeseries",
+                    [
+                        Query(
+                            "max by (horizon_hours) (interval_rescale_factor"
+                            f'{{{JOB}, horizon_hours=~"1|6|12|24|48"}})',
+                            "+{{horizon_hours}} h",
+                        )
+                    ],
+                    "The factor each lead time's trained interval is multiplied by, learned "
+                    "from its realized errors (1: as trained; below 1: the weather has been "
+                    "easier to forecast than the training year's); 1 until enough realized "
+                    "values of that lead time are joined.",
+                    width=12,
+                    threshold=1.0,
+                    minimum=0,
                 ),
             ],
         ),

@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -110,6 +110,8 @@ class RuntimeCollector(Collector):
         current_model: Returns the model this worker serves now.
         live_accuracy: Returns the live accuracy (None without a prediction log).
         trajectory: Returns the trajectory to publish (None: nothing to publish).
+        interval_factors: Returns the interval rescale factor of each lead time served
+            (None or empty: the rescale is off).
     """
 
     started_at: float
@@ -118,6 +120,7 @@ class RuntimeCollector(Collector):
     current_model: Callable[[], ServedModel | None]
     live_accuracy: Callable[[], LiveAccuracy | None]
     trajectory: Callable[[], PublishedTrajectory | None] | None = None
+    interval_factors: Callable[[], Mapping[int, float]] | None = None
 
     def describe(self) -> list[Metric]:
         """Nothing to pre-register (names are unique to this collector)."""
@@ -148,7 +151,28 @@ class RuntimeCollector(Collector):
                     value=holdout,
                 )
         yield from self._live_accuracy()
+        yield from self._interval_factors()
         yield from self._pipeline_status()
+
+    def _interval_factors(self) -> Iterator[Metric]:
+        if self.interval_factors is None:
+            return
+        try:
+            factors = self.interval_factors()
+        except Exception as exc:  # a locked or damaged log must not break the scrape
+            logger.warning("interval factors unavailable: %s", exc)
+            return
+        if not factors:
+            return
+        gauge = GaugeMetricFamily(
+            "interval_rescale_factor",
+            "Factor applied to the trained interval of each lead time, learned from the "
+            "realized errors of that lead time (1: as trained; below 1: narrower).",
+            labels=["horizon_hours"],
+        )
+        for hours, factor in sorted(factors.items()):
+            gauge.add_metric([str(hours)], factor)
+        yield gauge
 
     def _trajectory(self, model: ServedModel) -> Iterator[Metric]:
         published = self.trajectory() if self.trajectory is not None else None

@@ -119,6 +119,7 @@ class PredictionService:
                 current_model=lambda: self.manager.current,
                 live_accuracy=self._live_accuracy,
                 trajectory=lambda: self.published,
+                interval_factors=self._interval_factors,
             )
         )
         self.published: PublishedTrajectory | None = None
@@ -181,6 +182,17 @@ class PredictionService:
             forecast.point, forecast.lower, forecast.upper, np.asarray(leads), factors
         )
         return replace(forecast, lower=lower, upper=upper), factor
+
+    def _interval_factors(self) -> dict[int, float]:
+        """The factor applied to each lead time the served model forecasts (1: as trained,
+        until enough realized values are joined); empty with the rescale off or no model."""
+        log, model = self.prediction_log, self.manager.current
+        if log is None or log.rescale is None or model is None:
+            return {}
+        learned = log.interval_factors()
+        single = model.bundle.max_horizon_hours is None
+        hours = [model.horizon_hours] if single else range(1, model.max_horizon_hours + 1)
+        return {h: learned.get(h, 1.0) for h in hours}
 
     def _live_accuracy(self) -> LiveAccuracy | None:
         if self.prediction_log is None:

@@ -40,6 +40,7 @@ API_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "model_info": ("gauge", ("name", "version", "alias")),
     "forecast_trajectory": ("gauge", ("horizon_hours", "bound")),
     "forecast_trajectory_issue_timestamp_seconds": ("gauge", ()),
+    "interval_rescale_factor": ("gauge", ("horizon_hours",)),
     "pipeline_last_success_timestamp_seconds": ("gauge", ()),
     "data_last_observation_timestamp_seconds": ("gauge", ()),
     "pipeline_last_run_failed": ("gauge", ()),

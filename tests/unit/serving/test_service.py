@@ -185,10 +185,22 @@ def test_trajectory_forecasts_are_logged_and_their_errors_rescale_each_horizon(
 ) -> None:
     """Every hour of a /forecast trajectory is logged; once realized values are joined, the
     next forecasts' intervals are rescaled by each horizon's factor (here: errors at three
-    quarters of the upper offset -> intervals 0.75 as wide)."""
+    quarters of the upper offset -> intervals 0.75 as wide), which /metrics publishes."""
+    from prometheus_client.parser import text_string_to_metric_families
+
     from rps.models.interval_rescale import Rescale
 
     _store(tmp_path, _observations(200))
+
+    def factors() -> dict[str, float]:
+        return {
+            sample.labels["horizon_hours"]: sample.value
+            for family in text_string_to_metric_families(trajectory_client.get("/metrics").text)
+            if family.name == "interval_rescale_factor"
+            for sample in family.samples
+        }
+
+    assert factors() == {str(h): 1.0 for h in range(1, 49)}  # nothing joined yet: as trained
     before = trajectory_client.get("/forecast", params={"hours": 48}).json()["trajectory"]
     service = trajectory_client.app.state.service  # type: ignore[attr-defined]
     service.prediction_log.rescale = Rescale(window=1, min_samples=1)  # one error decides
@@ -206,6 +218,18 @@ def test_trajectory_forecasts_are_logged_and_their_errors_rescale_each_horizon(
     for old, new in zip(before, after, strict=True):
         assert new["prediction"] == old["prediction"]
         assert new["upper"] - new["lower"] == pytest.approx(0.75 * (old["upper"] - old["lower"]))
+    published = factors()
+    assert set(published) == {str(h) for h in range(1, 49)}
+    assert all(value == pytest.approx(0.75) for value in published.values())
+
+
+def test_no_interval_factor_is_published_with_the_rescale_off(
+    trajectory_client: TestClient,
+) -> None:
+    service = trajectory_client.app.state.service  # type: ignore[attr-defined]
+    assert "interval_rescale_factor{" in trajectory_client.get("/metrics").text
+    service.prediction_log.rescale = None  # horizons.rescale.enabled: false
+    assert "interval_rescale_factor" not in trajectory_client.get("/metrics").text
 
 
 @pytest.mark.parametrize("hours", [0, 49, 200])

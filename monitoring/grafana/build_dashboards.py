@@ -159,6 +159,17 @@ def _band_overrides(band: Band) -> list[dict[str, Any]]:
     ]
 
 
+def _lines(*, width: int, fill: int) -> dict[str, Any]:
+    """The field style of series drawn as lines (timeseries and trend panels)."""
+    return {
+        "drawStyle": "line",
+        "lineWidth": width,
+        "fillOpacity": fill,
+        "showPoints": "never",
+        "spanNulls": False,
+    }
+
+
 def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     defaults: dict[str, Any] = {
         "unit": panel.unit,
@@ -183,13 +194,7 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         if not all(q.instant and q.fmt == "table" for q in panel.queries):
             raise ValueError(f"{panel.title}: band queries are instant, in table format")
         defaults["color"] = {"mode": "palette-classic"}
-        defaults["custom"] = {
-            "drawStyle": "line",
-            "lineWidth": 2,
-            "fillOpacity": 0,
-            "showPoints": "never",
-            "spanNulls": False,
-        }
+        defaults["custom"] = _lines(width=2, fill=0)
         options = {
             "xField": band.x_label,
             "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
@@ -200,11 +205,7 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     elif panel.kind == "timeseries":
         defaults["color"] = {"mode": "palette-classic"}
         defaults["custom"] = {
-            "drawStyle": "line",
-            "lineWidth": 1,
-            "fillOpacity": 10,
-            "showPoints": "never",
-            "spanNulls": False,
+            **_lines(width=1, fill=10),
             "thresholdsStyle": {"mode": "line" if panel.threshold is not None else "off"},
         }
         options = {

@@ -24,10 +24,12 @@ import numpy as np
 import pandas as pd
 
 from rps.data.schema import TIME
+from rps.features.humidity import implied_temperature
 from rps.features.online import _wind_components, build_feature_row, build_horizon_rows
 from rps.features.spec import (
     CHANGE_RMS_HOURS,
     HORIZON,
+    HUMIDITY_GAP,
     SAME_HOUR,
     TARGET,
     TARGET_TIME,
@@ -106,6 +108,11 @@ def build_features(
     names = spec._domain_names()
     if "dewpoint_depression" in names:
         columns["dewpoint_depression"] = hourly["temperature_2m"] - hourly["dew_point_2m"]
+    if HUMIDITY_GAP in names:
+        columns[HUMIDITY_GAP] = implied_temperature(
+            hourly["dew_point_2m"].to_numpy(dtype=float),
+            hourly["relative_humidity_2m"].to_numpy(dtype=float),
+        ) - hourly["temperature_2m"].to_numpy(dtype=float)
     k = spec.pressure_tendency_hours
     if f"pressure_tendency_{k}h" in names:
         columns[f"pressure_tendency_{k}h"] = hourly["surface_pressure"].diff(k)

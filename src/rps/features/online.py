@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from rps.features.spec import CHANGE_RMS_HOURS, FeatureError, FeatureSpec
+from rps.features.humidity import implied_temperature
+from rps.features.spec import CHANGE_RMS_HOURS, HUMIDITY_GAP, FeatureError, FeatureSpec
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -192,6 +193,11 @@ def _issue_features(values: np.ndarray, spec: FeatureSpec) -> list[float]:
     names = spec._domain_names()
     if "dewpoint_depression" in names:
         out.append(last[col["temperature_2m"]] - last[col["dew_point_2m"]])
+    if HUMIDITY_GAP in names:
+        implied = implied_temperature(
+            np.array([last[col["dew_point_2m"]]]), np.array([last[col["relative_humidity_2m"]]])
+        )
+        out.append(float(implied[0]) - last[col["temperature_2m"]])
     k = spec.pressure_tendency_hours
     if f"pressure_tendency_{k}h" in names:
         pressure = values[:, col["surface_pressure"]]

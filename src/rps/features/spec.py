@@ -18,6 +18,10 @@ HORIZON = "horizon_hours"
 SAME_HOUR = ("target_same_hour_d1", "target_same_hour_d2")
 #: hours of day-to-day target changes whose root mean square is the ``_change24_rms`` feature
 CHANGE_RMS_HOURS = 72
+#: the temperature the dew point and relative humidity imply (Magnus formula) minus the measured
+#: one: about 0 while the sensors agree; a drifted temperature sensor's error when they do not
+HUMIDITY_GAP = "temperature_humidity_gap"
+_HUMIDITY_TRIO = ("temperature_2m", "dew_point_2m", "relative_humidity_2m")
 
 
 class FeatureError(ValueError):
@@ -38,6 +42,8 @@ class FeatureSpec:
     # the lead time and what depends on it as features, so one model reads every horizon
     # (False: a spec stored before trajectories, whose rows lack these columns)
     horizon_features: bool = False
+    # the humidity gap feature (False: a spec stored before it)
+    humidity_features: bool = False
 
     @classmethod
     def from_params(cls, variables: Sequence[str], target: str, fp: FeatureParams) -> FeatureSpec:
@@ -53,6 +59,7 @@ class FeatureSpec:
             lag_variables=tuple(fp.lag_variables),
             pressure_tendency_hours=fp.pressure_tendency_hours,
             horizon_features=True,
+            humidity_features=True,
         )
 
     @classmethod
@@ -72,6 +79,7 @@ class FeatureSpec:
             lag_variables=strs("lag_variables"),
             pressure_tendency_hours=int(data["pressure_tendency_hours"]),  # type: ignore[call-overload]
             horizon_features=bool(data.get("horizon_features", False)),
+            humidity_features=bool(data.get("humidity_features", False)),
         )
 
     def to_dict(self) -> dict[str, object]:
@@ -84,6 +92,7 @@ class FeatureSpec:
             "lag_variables": list(self.lag_variables),
             "pressure_tendency_hours": self.pressure_tendency_hours,
             "horizon_features": self.horizon_features,
+            "humidity_features": self.humidity_features,
         }
 
     def at_horizon(self, horizon_hours: int) -> FeatureSpec:
@@ -140,6 +149,8 @@ class FeatureSpec:
         names = []
         if {"temperature_2m", "dew_point_2m"} <= set(self.variables):
             names.append("dewpoint_depression")
+        if self.humidity_features and set(_HUMIDITY_TRIO) <= set(self.variables):
+            names.append(HUMIDITY_GAP)
         if "surface_pressure" in self.variables:
             names.append(f"pressure_tendency_{self.pressure_tendency_hours}h")
         if {"wind_speed_10m", "wind_direction_10m"} <= set(self.variables):

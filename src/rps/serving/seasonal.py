@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rps.features.humidity import implied_dew_point
 from rps.serving.cusum import CusumTest, cusum_path
 
 if TYPE_CHECKING:
@@ -100,16 +101,6 @@ def scale_design(calendar: np.ndarray) -> np.ndarray:
     """The 5 harmonic terms of the deviation fit (one annual and one daily harmonic)."""
     ds, dc, hs, hc = calendar.T
     return np.column_stack([np.ones(len(calendar)), ds, dc, hs, hc])
-
-
-def implied_dew_point(temperature: np.ndarray, humidity: np.ndarray) -> np.ndarray:
-    """Dew point (degC) from temperature (degC) and relative humidity (%), Magnus formula."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        a = np.log(np.clip(humidity, 0.1, 100.0) / 100.0) + 17.625 * temperature / (
-            243.04 + temperature
-        )
-        result: np.ndarray = 243.04 * a / (17.625 - a)
-    return result
 
 
 def trailing_mean(values: np.ndarray, window: int) -> np.ndarray:

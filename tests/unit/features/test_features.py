@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rps.data.sources.scenarios import apply_drift
 from rps.features import FeatureError, FeatureSpec, build_feature_row, build_features
 from rps.features.build import (
     TARGET,
@@ -13,7 +14,9 @@ from rps.features.build import (
     build_horizon_features,
     build_horizon_rows,
 )
-from rps.features.spec import HORIZON, SAME_HOUR
+from rps.features.humidity import implied_dew_point, implied_temperature
+from rps.features.spec import HORIZON, HUMIDITY_GAP, SAME_HOUR
+from rps.params import DriftScenario
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +164,39 @@ def test_online_calendar_features_equal_pandas_across_year_ends_and_leap_days(is
     offline = offline_time(start + pd.to_timedelta(horizons, unit="h"))
     online = online_time(pd.Timestamp(issue).to_pydatetime(), horizons)
     np.testing.assert_allclose(online, np.column_stack(list(offline.values())), atol=1e-12)
+
+
+def test_the_humidity_gap_is_near_zero_while_sensors_agree_and_shows_a_late_temperature(
+    observations, spec
+):
+    """Dew point and humidity imply the temperature: a sensor 6 h late shows as T(t) - T(t-6)."""
+    assert HUMIDITY_GAP in spec.feature_names
+    agreed = build_features(observations, spec)[HUMIDITY_GAP].dropna()
+    assert agreed.abs().median() < 0.3
+    onset = pd.Timestamp(observations["time"].iloc[-200])
+    late = apply_drift(
+        observations,
+        DriftScenario(kind="daily_cycle", start=onset, variables=("temperature_2m",), magnitude=6),
+    )
+    gap = build_features(late, spec)[HUMIDITY_GAP].loc[onset + pd.Timedelta(hours=6) :]
+    true = observations.set_index("time")["temperature_2m"]
+    missed = (true - true.shift(6)).reindex(gap.index)
+    assert float(np.sqrt(np.mean((gap - missed) ** 2))) < 0.6
+    assert float(missed.std()) > 2.0  # what the gap recovers is not small
+
+
+def test_a_spec_stored_before_the_humidity_gap_keeps_its_columns(observations, spec):
+    stored = {k: v for k, v in spec.to_dict().items() if k != "humidity_features"}
+    old = FeatureSpec.from_dict(stored)
+    assert HUMIDITY_GAP not in old.feature_names
+    assert old.feature_names == [n for n in spec.feature_names if n != HUMIDITY_GAP]
+    window = observations.tail(old.window_hours)
+    assert build_feature_row(window, old).shape == (len(old.feature_names),)
+
+
+def test_implied_temperature_inverts_the_implied_dew_point():
+    temperature = np.array([-20.0, 0.0, 15.0, 35.0])
+    humidity = np.array([90.0, 55.0, 70.0, 20.0])
+    dew_point = implied_dew_point(temperature, humidity)
+    assert implied_temperature(dew_point, humidity) == pytest.approx(temperature, abs=1e-9)
+    assert implied_temperature(dew_point, np.full(4, 100.0)) == pytest.approx(dew_point)

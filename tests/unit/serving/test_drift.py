@@ -10,6 +10,7 @@ import pytest
 
 from rps.data.sources.scenarios import apply_drift
 from rps.features.build import FeatureSpec, build_features
+from rps.features.humidity import implied_dew_point
 from rps.params import DriftScenario, Params, load_params
 from rps.serving.drift import DriftMonitor, ReferenceProfile, input_checks, training_bounds
 from rps.serving.seasonal import (
@@ -19,7 +20,6 @@ from rps.serving.seasonal import (
     SeasonalReferenceError,
     build_reference,
     humidity_change_path,
-    implied_dew_point,
     trailing_mean,
     trailing_median,
 )

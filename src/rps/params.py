@@ -88,6 +88,9 @@ class AdaptationParams(_Strict):
 
     recent_weight_share: float = Field(default=0.5, gt=0, lt=1)
     onset_lookback_hours: int = Field(default=504, ge=96)
+    # after the gate's evidence is recorded, the chosen model is fitted again with the
+    # post-onset holdout in its training rows (rps.models.adaptation.refit_with_holdout)
+    refit_with_holdout: bool = True
 
 
 class TrainParams(_Strict):

@@ -24,6 +24,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from rps.models.bundle import load_bundle
+from rps.models.gate import predict_bundle
+from rps.models.registry import download_bundle
 from rps.models.train import train
 from rps.params import Params
 from tests.integration.conftest_mlflow import MlflowServer
@@ -97,6 +100,22 @@ def test_after_a_sustained_drift_the_adapted_challenger_is_promoted(
     assert evidence["rule"] == "superior", evidence["reason"]
     assert evidence["champion_version"] == "1"
     assert evidence["candidate_rmse"] < 0.8 * evidence["champion_rmse"]
+    # the served model was fitted again with the holdout; the gate judged the forecasts made
+    # before that refit, as training recorded them
+    recorded = pd.read_csv(
+        mlflow.artifacts.download_artifacts(
+            f"runs:/{result.run_id}/evaluation/holdout_predictions.csv", dst_path=str(tmp_path)
+        )
+    )
+    assert evidence["n"] == len(recorded)
+    recorded_rmse = float(np.sqrt(np.mean((recorded["actual"] - recorded["prediction"]) ** 2)))
+    assert evidence["candidate_rmse"] == pytest.approx(recorded_rmse)
+    served = load_bundle(download_bundle(settings, "2", dst=tmp_path / "v2"))
+    assert served.lineage["refit_with_holdout"] is True
+    issue_times = pd.DatetimeIndex(pd.to_datetime(recorded["issue_time"], utc=True))
+    refit = predict_bundle(served, drifted, issue_times)
+    refit_rmse = float(np.sqrt(np.mean((recorded["actual"] - refit) ** 2)))
+    assert refit_rmse < recorded_rmse  # it has seen these hours
     # the gate judged the present: the newest hours after the onset only
     params = client.get_run(result.run_id).data.params
     assert pd.Timestamp(params["holdout_start"]) >= max(estimated, onset)

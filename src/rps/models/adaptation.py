@@ -24,6 +24,13 @@ conf sets ``adapt``/``drift_onset``) trains differently from a scheduled one:
   would leave too few rows to estimate 50-odd coefficients or a tree; weighting keeps the old
   data as a prior for what did not change (the seasons, the physics between variables) and
   lets the new rows decide what did (a shifted daily cycle, a biased sensor).
+* **Refit.** The holdout is half of the new regime. Once the chosen model's holdout forecasts
+  are recorded (the gate's evidence), the model is fitted again on the training rows plus the
+  holdout with the same hyperparameters (:func:`refit_with_holdout`,
+  ``train.adaptation.refit_with_holdout``): the served model learns the new regime from
+  twice the rows (delayed daily cycle, offline: +6 h RMSE over the next 48 h 2.78 -> 1.75
+  degC). The gate judges the recorded forecasts, not the refit model, which has seen the
+  holdout.
 * **Gate.** Scored on that post-onset window only, with the usual paired Diebold-Mariano
   tests; with ``train.promotion.drift_requires_superiority`` the challenger must be
   significantly more accurate than the champion (non-inferiority is not enough: the alarm
@@ -46,7 +53,9 @@ from rps.serving.accuracy import ErrorTest, error_cusum_path
 if TYPE_CHECKING:
     from rps.features.spec import FeatureSpec
     from rps.models.bundle import ModelBundle
-    from rps.params import Params
+    from rps.models.selection import CandidateResult
+    from rps.models.splits import PreparedData
+    from rps.params import Params, TrainParams
     from rps.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -234,6 +243,43 @@ def recency_weights(index: pd.DatetimeIndex, onset: pd.Timestamp, share: float) 
     if n_recent and n_old:
         weights[recent] = share / (1 - share) * n_old / n_recent
     return weights
+
+
+def refit_with_holdout(chosen: CandidateResult, data: PreparedData, tp: TrainParams) -> None:
+    """Fit the chosen candidate again on its training rows plus the holdout (in place).
+
+    For a drift run (``data.onset`` set): same hyperparameters (and, for a trajectory, the
+    same rounds per group, fallbacks and interval), recency weights over both. The holdout
+    forecasts and metrics stay those of the model before the refit.
+    """
+    from rps.models.candidates import fit_candidate
+    from rps.models.horizons import refit_with_holdout as refit_trajectory
+
+    if data.onset is None:
+        raise ValueError("only a drift run refits with its holdout")
+    keep = np.concatenate([data.train_pos, data.holdout_pos])
+    index = data.index[keep]
+    weights = recency_weights(index, data.onset, tp.adaptation.recent_weight_share)
+    if chosen.trajectory is not None and data.horizons is not None:
+        chosen.predictor = refit_trajectory(
+            data.horizons,
+            chosen.trajectory,
+            chosen.name,
+            chosen.hyper,
+            weight_of=pd.Series(weights, index=index),
+            seed=tp.seed,
+        )
+        chosen.trajectory.predictor = chosen.predictor
+        return
+    chosen.predictor, _ = fit_candidate(
+        chosen.name,
+        data.x[keep],
+        data.y[keep],
+        data.spec,
+        chosen.hyper,
+        seed=tp.seed,
+        sample_weight=weights,
+    )
 
 
 def resolve_regime(

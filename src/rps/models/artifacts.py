@@ -202,7 +202,7 @@ def log_artifacts(
     """Plots, feature config, reference stats and the holdout evaluation, to the active run."""
     import mlflow
 
-    from rps.models.gate import HOLDOUT_OBSERVATIONS, holdout_observations
+    from rps.models.gate import HOLDOUT_OBSERVATIONS, HOLDOUT_PREDICTIONS, holdout_observations
 
     spec = data.spec
     _write_plots(root / "plots", data, chosen, results)
@@ -215,7 +215,7 @@ def log_artifacts(
     evaluation.mkdir()
     persistence = results["persistence"].holdout_pred
     _holdout_frame(data, chosen, persistence).to_csv(
-        evaluation / "holdout_predictions.csv", index=False
+        evaluation / Path(HOLDOUT_PREDICTIONS).name, index=False
     )
     hold_times = data.index[data.holdout_pos]
     holdout_observations(observations, spec, hold_times).to_parquet(

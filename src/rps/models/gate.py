@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from rps.params import Params
 
 HOLDOUT_OBSERVATIONS = "evaluation/holdout_observations.parquet"
+#: the chosen model's holdout forecasts as training recorded them (before a refit)
+HOLDOUT_PREDICTIONS = "evaluation/holdout_predictions.csv"
 MIN_COMPARE_ROWS = 24
 
 
@@ -217,6 +219,13 @@ def predict_bundle(
     if ok.any():
         out[ok] = bundle.predictor.predict(rows.to_numpy(dtype=float)[ok])
     return out
+
+
+def recorded_forecasts(recorded: pd.DataFrame, issue_times: pd.DatetimeIndex) -> np.ndarray:
+    """The ``prediction`` column of :data:`HOLDOUT_PREDICTIONS` at ``issue_times`` (NaN: none)."""
+    stamps = pd.to_datetime(recorded["issue_time"], utc=True)
+    by_time = pd.Series(recorded["prediction"].to_numpy(dtype=float), index=stamps)
+    return by_time.reindex(issue_times).to_numpy(dtype=float)
 
 
 def bundle_holdout(

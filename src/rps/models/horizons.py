@@ -7,8 +7,10 @@ horizon as a feature (:func:`rps.features.build.build_horizon_features`).
 
 * :func:`prepare_horizons` - the training rows (for each training issue time and each group,
   one horizon of the group drawn at random: every issue time teaches every group at the cost of
-  one row per group), the holdout (every horizon of every holdout issue time) and the blocked
-  folds of the interval calibration. No training label lies in the holdout period.
+  one row per group; in a drift run, every horizon of the few issue times after the onset,
+  each row weighing its share of the issue time's weight), the holdout (every horizon of every
+  holdout issue time) and the blocked folds of the interval calibration. No training label
+  lies in the holdout period.
 * :func:`out_of_fold` - forecasts of the training issue times by models that did not train on
   them: the training issue times are cut into ``horizons.interval_folds`` blocks; a block's
   every horizon is forecast by a model fitted on the rows whose labels end before the block or
@@ -147,6 +149,7 @@ def prepare_horizons(
     train_times: pd.DatetimeIndex,
     holdout_times: pd.DatetimeIndex,
     weights: np.ndarray | None = None,
+    onset: pd.Timestamp | None = None,
     seed: int = 0,
 ) -> HorizonData:
     """The training rows, the holdout and the interval folds (see the module docstring).
@@ -158,6 +161,9 @@ def prepare_horizons(
         train_times: issue times of the complete training rows.
         holdout_times: issue times of the holdout rows.
         weights: the training weight of each of ``train_times`` (drift runs), or None.
+        onset: the drift onset (drift runs): issue times from it on train every horizon of
+            each group, not one drawn at random. A few days of the new regime drawn one
+            horizon per group would leave a dozen rows per horizon to learn it from.
         seed: draws the horizon of each training row.
     """
     empty = HorizonRows(np.empty((0, 0)), np.empty(0), np.empty(0), pd.DatetimeIndex([]))
@@ -172,18 +178,74 @@ def prepare_horizons(
     )
     rng = np.random.default_rng(seed)
     times, horizons = [], []
+    recent = np.zeros(len(train_times), dtype=bool)
+    if onset is not None:
+        recent = np.asarray(train_times >= onset)
     for first, last in group_bounds(hp):
         drawn = rng.integers(first, last + 1, size=len(train_times))
-        keep = data.trainable(train_times, drawn)
-        times.append(train_times[keep])
-        horizons.append(drawn[keep])
+        pair_times = train_times[~recent]
+        pair_horizons = drawn[~recent]
+        if recent.any():
+            every = np.arange(first, last + 1)
+            pair_times = pd.DatetimeIndex(pair_times.append(train_times[recent].repeat(len(every))))
+            pair_horizons = np.concatenate([pair_horizons, np.tile(every, int(recent.sum()))])
+        keep = data.trainable(pair_times, pair_horizons)
+        times.append(pair_times[keep])
+        horizons.append(pair_horizons[keep])
     stacked = pd.DatetimeIndex(np.concatenate([t.asi8 for t in times])).tz_localize("UTC")
     order = np.argsort(stacked.asi8, kind="stable")
     data.train = data._rows(stacked[order], np.concatenate(horizons)[order])
+    spread_weights(data.train, hp)
     data.holdout = data.grid(holdout_times, training=False)
     blocks = np.array_split(np.arange(len(train_times)), hp.interval_folds)
     data.blocks = [(train_times[b[0]], train_times[b[-1]]) for b in blocks if len(b)]
     return data
+
+
+def spread_weights(rows: HorizonRows, hp: HorizonParams) -> None:
+    """Spread each issue time's weight over its rows in a group (in place; no weights: no-op).
+
+    An issue time that trains a group with several rows (every horizon) weighs as much in
+    that group as one that trains it with a single drawn horizon.
+    """
+    if rows.weights is None or not len(rows.y):
+        return
+    group = np.searchsorted(np.asarray(hp.group_starts), rows.horizons, side="right") - 1
+    pairs = pd.Series(0, index=pd.MultiIndex.from_arrays([rows.issue_times.asi8, group]))
+    rows.weights = rows.weights / pairs.groupby(level=[0, 1]).transform("size").to_numpy()
+
+
+def refit_with_holdout(
+    data: HorizonData,
+    fit: TrajectoryFit,
+    name: str,
+    hyper: dict[str, Any],
+    *,
+    weight_of: pd.Series,
+    seed: int,
+) -> Forecaster:
+    """The trajectory's predictor fitted again on its training rows plus the holdout.
+
+    Same hyperparameters, rounds per group and fallbacks; ``weight_of`` weighs every issue
+    time of both (drift runs: :func:`rps.models.adaptation.recency_weights` over them).
+    """
+    rows = HorizonRows(
+        np.vstack([data.train.x, data.holdout.x]),
+        np.concatenate([data.train.y, data.holdout.y]),
+        np.concatenate([data.train.horizons, data.holdout.horizons]),
+        pd.DatetimeIndex(data.train.issue_times.append(data.holdout.issue_times)),
+    )
+    rows.weights = weight_of.reindex(rows.issue_times).fillna(1.0).to_numpy(dtype=float)
+    spread_weights(rows, data.params)
+    final_hyper = _hyper(name, hyper, data.params)
+    if fit.oof.group_rounds:
+        final_hyper[GROUP_ROUNDS] = fit.oof.group_rounds
+    predictor, _ = fit_candidate(
+        name, rows.x, rows.y, data.spec, final_hyper, seed=seed, sample_weight=rows.weights
+    )
+    if isinstance(predictor, HorizonForecaster):
+        predictor = predictor.with_fallback(fit.fallback)
+    return predictor
 
 
 @dataclass

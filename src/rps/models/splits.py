@@ -165,6 +165,7 @@ def prepare_data(
             train_times=index[train_pos],
             holdout_times=index[holdout_pos],
             weights=None if weights is None else weights[train_pos],
+            onset=onset,
             seed=tp.seed,
         )
     return PreparedData(

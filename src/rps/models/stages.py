@@ -90,11 +90,13 @@ def evaluate_run(settings: Settings, params: Params, run_id: str) -> GateDecisio
     from rps.models.bundle import find_bundle_dir, load_bundle
     from rps.models.gate import (
         HOLDOUT_OBSERVATIONS,
+        HOLDOUT_PREDICTIONS,
         Holdout,
         apply_horizon_gate,
         bundle_holdout,
         evaluate_gate,
         predict_bundle,
+        recorded_forecasts,
     )
 
     run = _run(settings, run_id)
@@ -110,6 +112,13 @@ def evaluate_run(settings: Settings, params: Params, run_id: str) -> GateDecisio
             )
         bundle = load_bundle(find_bundle_dir(Path(model_dir)))
         observations = pd.read_parquet(local)
+        refit = bool(bundle.lineage.get("refit_with_holdout"))
+        if refit:  # the served model has seen the holdout: judge the forecasts made before
+            with mlflow_errors(f"the recorded holdout forecasts of run {run_id}"):
+                recorded_csv = mlflow.artifacts.download_artifacts(
+                    run_id=run_id, artifact_path=HOLDOUT_PREDICTIONS, dst_path=str(root / "pred")
+                )
+            recorded = pd.read_csv(recorded_csv)
     issue_times, y, y_now = bundle_holdout(bundle, observations)
     holdout = Holdout(
         issue_times=issue_times,
@@ -123,7 +132,11 @@ def evaluate_run(settings: Settings, params: Params, run_id: str) -> GateDecisio
         settings,
         params,
         holdout,
-        predict_bundle(bundle, observations, issue_times),
+        (
+            recorded_forecasts(recorded, issue_times)
+            if refit
+            else predict_bundle(bundle, observations, issue_times)
+        ),
         candidate_is_persistence=bundle.kind == "persistence",
         after_drift="rps.drift_onset" in tags,
     )

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from rps.features.build import FeatureSpec
-from rps.models.adaptation import Regime
+from rps.models.adaptation import Regime, refit_with_holdout
 from rps.models.artifacts import (
     build_bundle,
     flat_params,
@@ -298,6 +298,11 @@ def train_candidate(
         }
         if regime is not None:
             lineage["drift"] = regime.to_dict()
+            if params.train.adaptation.refit_with_holdout:
+                mark = time.perf_counter()
+                refit_with_holdout(chosen, data, params.train)
+                lineage["refit_with_holdout"] = True
+                timings["refit_s"] = time.perf_counter() - mark
         bundle_metrics = {
             k: float(v) for k, v in summary.items() if not k.startswith("holdout_rmse_hour")
         }

@@ -6,14 +6,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from rps.models import evaluation as ev
 from rps.models.adaptation import (
     detector_onset,
     estimate_onset,
     is_drift_reason,
     recency_weights,
     recent_holdout,
+    refit_with_holdout,
 )
+from rps.models.candidates import fit_candidate
+from rps.models.horizons import fit_trajectory
+from rps.models.selection import CandidateResult
 from rps.models.splits import prepare_data
+from rps.models.tuning import CVOutcome
+from rps.params import HorizonParams
 from rps.serving.accuracy import ErrorTest
 
 
@@ -155,3 +162,47 @@ def test_prepare_data_with_an_onset_holds_out_the_present(small_obs, spec, param
     recent = adapted.index[adapted.train_pos] >= onset
     share = adapted.train_weights[recent].sum() / adapted.train_weights.sum()
     assert share == pytest.approx(params.train.adaptation.recent_weight_share)
+
+
+HP = HorizonParams(max_hours=12, group_starts=(1, 4), interval_folds=3)
+HYPER = {"num_leaves": 15, "learning_rate": 0.1, "n_estimators": 30}
+
+
+def chosen_result(name: str, predictor, data, trajectory=None) -> CandidateResult:
+    pred = predictor.predict(data.x[data.holdout_pos])
+    cv = CVOutcome(rmse=1.0, fold_rmse=[1.0], residuals=np.zeros(1))
+    kind = "lightgbm_horizons" if trajectory is not None else "linear"
+    return CandidateResult(name, kind, dict(HYPER), predictor, cv, pred, {}, {}, None, trajectory)
+
+
+def test_the_refit_learns_the_holdout_and_keeps_the_evidence(small_obs, spec, params) -> None:
+    """The served model has seen the holdout; the recorded forecasts (the gate's) have not."""
+    onset = prepare_data(small_obs, spec, params.train).index[-400]
+    data = prepare_data(small_obs, spec, params.train, onset=onset, hp=HP)
+    fit = fit_trajectory(data.horizons, "lightgbm", HYPER, alpha=0.1, seed=0)
+    before = fit.predictor
+    chosen = chosen_result("lightgbm", before, data, fit)
+    recorded = chosen.holdout_pred.copy()
+    refit_with_holdout(chosen, data, params.train)
+    assert chosen.predictor is not before
+    assert chosen.trajectory is fit and fit.predictor is chosen.predictor  # served as refit
+    assert chosen.predictor.fallback == before.fallback
+    hold = data.horizons.holdout
+    refit_rmse = ev.rmse(hold.y, chosen.predictor.predict(hold.x))
+    assert refit_rmse < ev.rmse(hold.y, before.predict(hold.x))
+    assert np.array_equal(chosen.holdout_pred, recorded)
+
+
+def test_a_refit_single_horizon_model_trains_on_the_holdout_rows(small_obs, spec, params) -> None:
+    onset = prepare_data(small_obs, spec, params.train).index[-400]
+    data = prepare_data(small_obs, spec, params.train, onset=onset)
+    x_tr, y_tr = data.x[data.train_pos], data.y[data.train_pos]
+    ridge, _ = fit_candidate(
+        "ridge", x_tr, y_tr, spec, {"alpha": 1.0}, sample_weight=data.train_weights
+    )
+    chosen = chosen_result("ridge", ridge, data)
+    refit_with_holdout(chosen, data, params.train)
+    x_ho, y_ho = data.x[data.holdout_pos], data.y[data.holdout_pos]
+    assert ev.rmse(y_ho, chosen.predictor.predict(x_ho)) < ev.rmse(y_ho, chosen.holdout_pred)
+    with pytest.raises(ValueError, match="drift run"):
+        refit_with_holdout(chosen, prepare_data(small_obs, spec, params.train), params.train)

@@ -204,3 +204,28 @@ def test_too_little_data_for_the_interval_is_a_named_training_error(small_obs, s
     data = prepare_data(small_obs.iloc[-30 * 24 :], spec, params.train, hp=hp)
     with pytest.raises(InsufficientDataError, match="interval"):
         fit_trajectory(data.horizons, "persistence", {}, alpha=0.002, seed=0)
+
+
+def test_a_drift_run_trains_every_horizon_after_the_onset_at_the_issue_times_weight(
+    small_obs, spec, params
+):
+    onset = prepare_data(small_obs, spec, params.train).index[-400]
+    data = prepare_data(small_obs, spec, params.train, onset=onset, hp=HP)
+    train = data.horizons.train
+    rows = pd.DataFrame(
+        {
+            "t": train.issue_times,
+            "g": np.searchsorted([1, 4], train.horizons, side="right"),
+            "w": train.weights,
+        }
+    )
+    per_pair = rows.groupby(["t", "g"]).size()
+    times = per_pair.index.get_level_values("t")
+    assert (per_pair[times < onset] == 1).all()  # one drawn horizon per group before
+    # every horizon of both groups after it (but the last issue times, whose labels run out)
+    assert per_pair[times >= onset].groupby(level="g").max().tolist() == [3, 9]
+    issue_weight = pd.Series(data.train_weights, index=data.index[data.train_pos])
+    sums = rows.groupby(["t", "g"])["w"].sum()
+    expected = issue_weight.reindex(sums.index.get_level_values("t")).to_numpy()
+    assert sums.to_numpy() == pytest.approx(expected)
+    assert issue_weight[issue_weight.index >= onset].min() > 1.0  # the new regime weighs more

@@ -182,6 +182,20 @@ class Server:
                 continue
         return out
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server's processes so far (workers included)."""
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -247,15 +261,25 @@ def venv_size_mb(python: Path) -> float:
     return total / 2**20
 
 
-def start_rps(bundle_dir: Path, workdir: Path, workers: int, python: Path | None = None) -> Server:
+def start_rps(
+    bundle_dir: Path,
+    workdir: Path,
+    workers: int,
+    python: Path | None = None,
+    *,
+    fast_predict: bool = True,
+) -> Server:
+    """``rps serve`` of the bundle; ``fast_predict=False``: every request through the FastAPI
+    route (``RPS_FAST_PREDICT=0``)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RPS_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(
         {
-            "RPS_STATE_DIR": str(workdir / f"state-{workers}"),
+            "RPS_STATE_DIR": str(workdir / f"state-{workers}-{int(fast_predict)}"),
             "RPS_PARAMS_PATH": str(REPO_ROOT / "params.yaml"),
             "RPS_PROJECT_ROOT": str(REPO_ROOT),
+            "RPS_FAST_PREDICT": "1" if fast_predict else "0",
         }
     )
     rps = (python.parent if python else VENV_BIN) / "rps"
@@ -343,10 +367,12 @@ def run_wrk(
         return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     return {
         "req_per_s": float(rps.group(1)) if rps else float("nan"),
+        "requests": float(total.group(1)) if total else float("nan"),
         "p50_ms": latency_ms("50"),
         "p90_ms": latency_ms("90"),
         "p99_ms": latency_ms("99"),
@@ -589,6 +615,12 @@ def main() -> None:
                 rps_body,
             ),
             (
+                "rps serve, 1 worker, FastAPI route only (RPS_FAST_PREDICT=0)",
+                lambda: start_rps(bundle_dir, workdir, 1, serve_python, fast_predict=False),
+                "/predict",
+                rps_body,
+            ),
+            (
                 "rps serve, 2 workers",
                 lambda: start_rps(bundle_dir, workdir, 2, serve_python),
                 "/predict",
@@ -616,12 +648,17 @@ def main() -> None:
                 run_wrk(
                     server.url + path, body, workdir, duration=3, connections=args.connections
                 )  # warm-up
+                cpu_before = server.cpu_seconds()
                 closed = run_wrk(
                     server.url + path,
                     body,
                     workdir,
                     duration=args.duration,
                     connections=args.connections,
+                )
+                # CPU per request: unlike req/s, hardly moved by what else runs on the machine
+                closed["server_cpu_us_per_req"] = (
+                    (server.cpu_seconds() - cpu_before) / closed["requests"] * 1e6
                 )
                 logger.info("%s wrk: %s", label, closed)
                 opened = open_loop(
@@ -641,6 +678,10 @@ def main() -> None:
         if floor:
             for data in results["servers"].values():
                 data["vs_floor"] = data["wrk"]["req_per_s"] / floor["wrk"]["req_per_s"]
+                # the same ratio from CPU per request (floor's CPU / this server's CPU)
+                data["vs_floor_cpu"] = (
+                    floor["wrk"]["server_cpu_us_per_req"] / data["wrk"]["server_cpu_us_per_req"]
+                )
         results["machine"]["load_after"] = os.getloadavg()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -662,15 +703,17 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
             else ")."
         ),
         "",
-        "| server | wrk req/s | x floor | wrk p50 ms | wrk p99 ms | at-rate req/s "
-        "| at-rate p50 ms | at-rate p99 ms | RSS MB per process |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server | wrk req/s | x floor | server CPU us/req | x floor (CPU) | wrk p50 ms "
+        "| wrk p99 ms | at-rate req/s | at-rate p50 ms | at-rate p99 ms | RSS MB per process |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    nan = float("nan")
     for label, data in results.get("servers", {}).items():
         w, o = data["wrk"], data["open_loop"]
         rss = ", ".join(f"{v:.0f}" for v in data["rss_mb"].values())
         lines.append(
-            f"| {label} | {w['req_per_s']:.0f} | {data.get('vs_floor', float('nan')):.2f} | "
+            f"| {label} | {w['req_per_s']:.0f} | {data.get('vs_floor', nan):.2f} | "
+            f"{w.get('server_cpu_us_per_req', nan):.0f} | {data.get('vs_floor_cpu', nan):.2f} | "
             f"{w['p50_ms']:.2f} | {w['p99_ms']:.2f} | {o['achieved_req_per_s']:.0f} | "
             f"{o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {rss} |"
         )

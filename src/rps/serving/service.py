@@ -45,7 +45,7 @@ from rps.serving.responses import (
     TrajectoryItem,
     trajectory_points,
 )
-from rps.serving.schemas import FeedbackResponse, Observation
+from rps.serving.schemas import FeedbackResponse, Observation, PredictRequest
 from rps.serving.sources import model_source
 from rps.serving.stored import StoredObservations, StoredWindow
 from rps.settings import Settings
@@ -238,6 +238,33 @@ class PredictionService:
         return observations_to_row(model, observations, horizon_hours)
 
     # predictions ------------------------------------------------------------------------------
+    def answer(self, model: ServedModel, request: PredictRequest) -> PredictBody:
+        """The ``POST /predict`` answer to a validated body, forecast with ``model``.
+
+        Shared by the route and by :mod:`rps.serving.fast_predict`, which relies on this: every
+        error is raised before anything is counted, monitored or logged (a failed request leaves
+        no trace but its error count, which the error handlers add).
+
+        Raises:
+            InputError: the rows or observations do not fit the model, or a forecast is not
+                finite.
+        """
+        horizon = request.horizon_hours  # None with rows: their features hold their lead time
+        if request.rows is not None:
+            matrix = self.rows_to_matrix(model, request.rows)
+            items = self.predict(model, matrix, issue_times=request.issue_times, loc="rows")
+        else:
+            assert request.observations is not None  # the request model guarantees one input
+            row, issue_time = self.observations_to_row(model, request.observations, horizon)
+            items = self.predict(
+                model,
+                row.reshape(1, -1),
+                issue_times=[issue_time],
+                loc="observations",
+                horizon_hours=horizon,
+            )
+        return self.response(model, items, horizon)
+
     def predict(
         self,
         model: ServedModel,

@@ -1,0 +1,186 @@
+"""``POST /predict`` ahead of FastAPI's routing (rps.serving.fast_predict): the same answers,
+headers and metrics as the route, for good and bad requests alike."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from rps.data.sources.synthetic import SyntheticSource
+from rps.models.bundle import load_bundle
+from rps.params import load_params
+from rps.serving import routing
+from rps.serving.app import create_app
+from rps.serving.routers import predict as predict_router
+from rps.serving.service import PredictionService
+from rps.settings import Settings
+from tests.unit.serving.bundles import PARAMS_FILE
+
+Request = dict[str, Any]  # TestClient.post keyword arguments
+
+
+def _settings(tmp_path: Path, bundle_dir: Path, *, fast: bool) -> Settings:
+    return Settings(
+        state_dir=tmp_path / f"state-{int(fast)}",
+        params_path=PARAMS_FILE,
+        model_dir=bundle_dir,
+        api_token=None,
+        max_batch_rows=2,
+        fast_predict=fast,
+    )
+
+
+@pytest.fixture
+def clients(tmp_path: Path, bundle_dir: Path) -> Iterator[tuple[TestClient, TestClient]]:
+    """(fast path on, fast path off) over the same bundle, each with its own state."""
+    with (
+        TestClient(create_app(_settings(tmp_path, bundle_dir, fast=True))) as fast,
+        TestClient(create_app(_settings(tmp_path, bundle_dir, fast=False))) as route,
+    ):
+        yield fast, route
+
+
+@pytest.fixture
+def route_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the requests the FastAPI route itself reads the body of."""
+    calls: list[int] = []
+
+    async def counted(request: Any, model: Any) -> Any:
+        calls.append(1)
+        return await routing.validated_body(request, model)
+
+    monkeypatch.setattr(predict_router, "validated_body", counted)
+    return calls
+
+
+def _row(bundle_dir: Path, **changes: float | str | None) -> dict[str, Any]:
+    names = load_bundle(bundle_dir).feature_names
+    return {**dict.fromkeys(names, 10.0), "horizon_hours": 6.0, **changes}
+
+
+def _observations(hours: int = 169) -> list[dict[str, Any]]:
+    params = load_params(PARAMS_FILE)
+    times = pd.date_range("2024-03-01", periods=hours, freq="h", tz="UTC")
+    frame = SyntheticSource(variables=params.data.variables).generate(times)
+    return [
+        {
+            "time": row["time"].isoformat(),
+            **{str(k): float(v) for k, v in row.items() if k != "time"},
+        }
+        for row in frame.to_dict("records")
+    ]
+
+
+def _chunks(*parts: bytes) -> Callable[[], Iterator[bytes]]:
+    return lambda: iter(parts)
+
+
+def _requests(bundle_dir: Path) -> dict[str, tuple[Request, int]]:
+    """Requests by name: the keyword arguments of ``post`` and the status the route answers."""
+    row = _row(bundle_dir)
+    first = next(iter(row))
+    times = ["2024-03-01T00:00:00Z", "2024-03-01T01:00:00Z"]
+    missing = dict(row)
+    del missing[first]
+    return {
+        "one row": ({"json": {"rows": [row]}}, 200),
+        "one row, out of range": ({"json": {"rows": [{**row, first: 1e6}]}}, 200),
+        "two rows with issue times": (
+            {"json": {"rows": [row, {**row, first: 12.5}], "issue_times": times}},
+            200,
+        ),
+        "observations": ({"json": {"observations": _observations()}}, 200),
+        "chunked row": (
+            {
+                "content": _chunks(b'{"rows": [', json.dumps(row).encode(), b"]}"),
+                "headers": {"content-type": "application/json"},
+            },
+            200,
+        ),
+        "missing feature": ({"json": {"rows": [missing]}}, 422),
+        "unknown feature": ({"json": {"rows": [{**row, "nope": 1.0}]}}, 422),
+        "string value": ({"json": {"rows": [{**row, first: "10"}]}}, 422),
+        "NaN literal": ({"content": b'{"rows": [{"%s": NaN}]}' % first.encode()}, 422),
+        "not JSON": ({"content": b"rows=1"}, 422),
+        "not UTF-8": ({"content": b'{"rows": [{"\xff": 1}]}'}, 422),
+        "empty body": ({"content": b""}, 422),
+        "no rows": ({"json": {"rows": []}}, 422),
+        "extra field": ({"json": {"rows": [row], "extra": 1}}, 422),
+        "both inputs": ({"json": {"rows": [row], "observations": _observations(2)}}, 422),
+        "other lead time": ({"json": {"rows": [_row(bundle_dir, horizon_hours=5.0)]}}, 422),
+        "too many rows": ({"json": {"rows": [row, row, row]}}, 422),
+        "non-finite forecast": ({"json": {"rows": [_row(bundle_dir, **_huge(row))]}}, 422),
+    }
+
+
+def _huge(row: dict[str, Any]) -> dict[str, float]:
+    first, second = list(row)[:2]
+    return {first: 1.7e308, second: 1.7e308}
+
+
+def test_the_fast_path_answers_as_the_route(
+    clients: tuple[TestClient, TestClient], bundle_dir: Path, route_calls: list[int]
+) -> None:
+    """Status, headers and body are the same with and without the fast path, for every case;
+    the route sees only the requests that do not succeed."""
+    fast, route = clients
+    for name, (request, status) in _requests(bundle_dir).items():
+        body = request.get("content")
+        answers = []
+        for client in (fast, route):
+            kwargs = {**request, "content": body()} if callable(body) else request
+            answers.append(client.post("/predict", **kwargs))
+        quick, slow = answers
+        assert slow.status_code == status, (name, slow.text)
+        assert (quick.status_code, quick.content) == (slow.status_code, slow.content), name
+        assert dict(quick.headers) == dict(slow.headers), name
+    cases = _requests(bundle_dir).values()
+    failing = sum(status != 200 for _request, status in cases)
+    # the route app's route read every body, the fast app's route only the failing ones
+    assert len(route_calls) == len(cases) + failing
+
+
+def _series(client: TestClient) -> dict[str, str]:
+    """The request, prediction and error series of ``/metrics`` (latency: the count only)."""
+    wanted = re.compile(
+        r"^(api_requests_total|api_request_latency_seconds_count|predictions_total|"
+        r"prediction_errors_total|prediction_confidence_(count|sum))\b"
+    )
+    lines = client.get("/metrics").text.splitlines()
+    return {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1] for line in lines if wanted.match(line)}
+
+
+def test_the_fast_path_moves_the_same_metrics(
+    clients: tuple[TestClient, TestClient], bundle_dir: Path
+) -> None:
+    """Requests, latencies, predictions, interval widths, errors by reason, the drift window and
+    the prediction log move the same with and without the fast path."""
+    fast, route = clients
+    row = _row(bundle_dir)
+    first = next(iter(row))
+    for client in (fast, route):
+        for i in range(5):
+            client.post("/predict", json={"rows": [{**row, first: 10.0 + i}]})
+        client.post("/predict", json={"rows": [{**row, "nope": 1.0}]})
+        client.post("/predict", content=b"{")
+        logged = {"rows": [row], "issue_times": ["2024-03-01T00:00:00Z"]}
+        assert client.post("/predict", json=logged).status_code == 200
+    series = _series(fast)
+    assert series == _series(route)
+    predict_ok = 'api_requests_total{endpoint="/predict",method="POST",status="200"}'
+    assert float(series[predict_ok]) == 6.0
+    assert float(series["predictions_total"]) == 6.0
+    assert float(series['prediction_errors_total{reason="validation"}']) == 1.0
+    assert float(series['prediction_errors_total{reason="unknown_feature"}']) == 1.0
+    services: list[PredictionService] = [c.app.state.service for c in (fast, route)]  # type: ignore[attr-defined]
+    assert [s.drift.samples if s.drift else None for s in services] == [6, 6]
+    for client in (fast, route):  # the logged forecast is joined by the realized value
+        feedback = {"observations": [{"time": "2024-03-01T06:00:00Z", "temperature_2m": 20.0}]}
+        assert client.post("/feedback", json=feedback).json()["joined"] == 1

@@ -313,7 +313,7 @@ class PredictionService:
         items: list[PredictionItem] = []
         logged: list[LoggedPrediction] = []
         for i, is_ood in enumerate(ood_rows.tolist()):
-            ood = [names[j] for j in np.flatnonzero(forecast.ood[i])] if is_ood else []
+            ood = [names[j] for j in np.flatnonzero(forecast.ood[i]).tolist()] if is_ood else []
             issue = issue_times[i] if issue_times is not None else None
             if issue is not None and issue.tzinfo is None:
                 issue = issue.replace(tzinfo=UTC)

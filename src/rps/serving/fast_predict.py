@@ -7,7 +7,10 @@ app's middleware (so the request metrics, the body size limit and the 500 handle
 before) and answers a ``POST /predict`` whose body is valid for the served model from the same
 pieces the route uses: ``PredictRequest.model_validate_json`` and
 :meth:`~rps.serving.service.PredictionService.answer`, serialized as
-:class:`~rps.serving.responses.OrjsonResponse` would (the same bytes and headers).
+:class:`~rps.serving.responses.OrjsonResponse` would (the same bytes and headers). The most
+common body, one feature row of numbers, skips the request model and the dict -> array loop:
+:func:`one_plain_row` checks it after orjson and
+:meth:`~rps.serving.service.PredictionService.answer_row` builds the array in one pass.
 
 Every other request, and every ``POST /predict`` that does not succeed (a validation error, no
 model, input the model cannot use, a client that disconnects), goes on to FastAPI with the body
@@ -31,6 +34,7 @@ from rps.serving.service import PredictionService
 PATH = "/predict"
 #: the headers Starlette's ``JSONResponse`` sends (content-length first), for the same answer
 _CONTENT_TYPE = (b"content-type", b"application/json")
+_NUMBERS = frozenset({float, int})
 
 
 async def _read_body(receive: Receive) -> tuple[bytes | None, list[Message]]:
@@ -103,8 +107,35 @@ class PredictFastPath:
         if model is None:
             return None
         try:
-            request = PredictRequest.model_validate_json(body)
-            answer = service.answer(model, request)
+            row = one_plain_row(body)
+            answer = service.answer_row(model, row) if row is not None else None
+            if answer is None:
+                answer = service.answer(model, PredictRequest.model_validate_json(body))
         except (ValidationError, InputError):
             return None
         return orjson.dumps(answer, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def one_plain_row(body: bytes) -> dict[str, float] | None:
+    """The row of the common body, ``{"rows": [{name: number, ...}]}`` (one row, numbers only),
+    checked without pydantic; None for any other body (``PredictRequest`` validates it).
+
+    Whatever this accepts, ``PredictRequest.model_validate_json`` accepts with the same row:
+    both parsers keep the last of repeated keys, refuse ``NaN``, infinities and numbers beyond
+    float range (orjson refuses them, so every float here is finite), and take integers as
+    numbers; a boolean is not a number here, as there.
+    """
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if type(data) is not dict or len(data) != 1:
+        return None
+    rows = data.get("rows")
+    if type(rows) is not list or len(rows) != 1:
+        return None
+    row = rows[0]
+    # exact types: a bool is an int subclass, and a string numpy would convert
+    if type(row) is not dict or not set(map(type, row.values())) <= _NUMBERS:
+        return None
+    return row

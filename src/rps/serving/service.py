@@ -33,7 +33,13 @@ from rps.serving.accuracy import (
 )
 from rps.serving.drift import DriftMonitor
 from rps.serving.errors import InputError, UnavailableError
-from rps.serving.inputs import check_horizon, epoch, observations_to_row, rows_to_matrix
+from rps.serving.inputs import (
+    check_horizon,
+    epoch,
+    observations_to_row,
+    row_matrix,
+    rows_to_matrix,
+)
 from rps.serving.launcher import INSTANCE_ENV, STARTED_AT_ENV
 from rps.serving.metrics import PIPELINE_STATUS_FILE, RuntimeCollector, ServingMetrics
 from rps.serving.model_store import BundleCache, SharedModelState
@@ -264,6 +270,23 @@ class PredictionService:
                 horizon_hours=horizon,
             )
         return self.response(model, items, horizon)
+
+    def answer_row(self, model: ServedModel, row: dict[str, float]) -> PredictBody | None:
+        """The ``POST /predict`` answer to a body of one feature row of numbers (checked by the
+        caller, :func:`rps.serving.fast_predict.one_plain_row`), without building the request
+        model: the same answer as :meth:`answer`. None when the row does not hold exactly the
+        model's features (:meth:`answer` reports what is wrong).
+
+        Raises:
+            InputError: as :meth:`answer`, before anything is counted, monitored or logged.
+        """
+        if self.settings.max_batch_rows < 1:  # the route refuses any batch: let it say so
+            return None
+        matrix = row_matrix(model, row)
+        if matrix is None:
+            return None
+        items = self.predict(model, matrix, issue_times=None, loc="rows")
+        return self.response(model, items)
 
     def predict(
         self,

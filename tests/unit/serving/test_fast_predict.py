@@ -18,7 +18,9 @@ from rps.models.bundle import load_bundle
 from rps.params import load_params
 from rps.serving import routing
 from rps.serving.app import create_app
+from rps.serving.fast_predict import one_plain_row
 from rps.serving.routers import predict as predict_router
+from rps.serving.schemas import PredictRequest
 from rps.serving.service import PredictionService
 from rps.settings import Settings
 from tests.unit.serving.bundles import PARAMS_FILE
@@ -89,6 +91,7 @@ def _requests(bundle_dir: Path) -> dict[str, tuple[Request, int]]:
     times = ["2024-03-01T00:00:00Z", "2024-03-01T01:00:00Z"]
     missing = dict(row)
     del missing[first]
+    ints = {"horizon_hours": 6}
     return {
         "one row": ({"json": {"rows": [row]}}, 200),
         "one row, out of range": ({"json": {"rows": [{**row, first: 1e6}]}}, 200),
@@ -104,7 +107,29 @@ def _requests(bundle_dir: Path) -> dict[str, tuple[Request, int]]:
             },
             200,
         ),
+        "one row of integers": ({"json": {"rows": [dict.fromkeys(row, 10) | ints]}}, 200),
+        "one row, repeated key": (
+            {
+                "content": b'{"rows": [%s, "%s": 11.5}]}'
+                % (json.dumps(row)[:-1].encode(), first.encode())
+            },
+            200,
+        ),
         "missing feature": ({"json": {"rows": [missing]}}, 422),
+        "boolean value": ({"json": {"rows": [{**row, first: True}]}}, 422),
+        "null value": ({"json": {"rows": [{**row, first: None}]}}, 422),
+        "number beyond float range": (
+            {"content": json.dumps({"rows": [row]}).replace("10.0", "1e999", 1).encode()},
+            422,
+        ),
+        "repeated rows key": (
+            {"content": b'{"rows": [], "rows": [%s]}' % json.dumps(row).encode()},
+            200,
+        ),
+        "one row, non-finite forecast": (
+            {"json": {"rows": [_row(bundle_dir, **_huge(row))]}},
+            422,
+        ),
         "unknown feature": ({"json": {"rows": [{**row, "nope": 1.0}]}}, 422),
         "string value": ({"json": {"rows": [{**row, first: "10"}]}}, 422),
         "NaN literal": ({"content": b'{"rows": [{"%s": NaN}]}' % first.encode()}, 422),
@@ -184,3 +209,45 @@ def test_the_fast_path_moves_the_same_metrics(
     for client in (fast, route):  # the logged forecast is joined by the realized value
         feedback = {"observations": [{"time": "2024-03-01T06:00:00Z", "temperature_2m": 20.0}]}
         assert client.post("/feedback", json=feedback).json()["joined"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "plain"),
+    [
+        (b'{"rows": [{"a": 1.5, "b": 2}]}', {"a": 1.5, "b": 2}),
+        (b' {"rows": [{"a": 1.5, "a": -0.0}]} ', {"a": -0.0}),
+        (b'{"rows": [{}]}', {}),  # not the model's features: answer_row says None
+        (b'{"rows": [{"a": 1.5}, {"a": 2.5}]}', None),  # batches: the request model
+        (b'{"rows": [{"a": true}]}', None),
+        (b'{"rows": [{"a": "1.5"}]}', None),
+        (b'{"rows": [{"a": null}]}', None),
+        (b'{"rows": [{"a": [1.5]}]}', None),
+        (b'{"rows": [{"a": NaN}]}', None),
+        (b'{"rows": [{"a": 1e999}]}', None),
+        (b'{"rows": [{"a": 1.5}], "issue_times": ["2024-03-01T00:00:00Z"]}', None),
+        (b'{"rows": {"a": 1.5}}', None),
+        (b'[{"a": 1.5}]', None),
+        (b"", None),
+    ],
+)
+def test_one_plain_row_takes_only_what_the_request_model_takes(
+    body: bytes, plain: dict[str, float] | None
+) -> None:
+    """The one-row parse accepts a subset of what PredictRequest accepts, with the same row."""
+    row = one_plain_row(body)
+    assert row == plain
+    if row is not None:
+        assert PredictRequest.model_validate_json(body).rows == [row]
+
+
+def test_answer_row_is_answer(clients: tuple[TestClient, TestClient], bundle_dir: Path) -> None:
+    """The one-row path of the service gives the answer of the general one; None (not an error)
+    for a row without exactly the model's features."""
+    fast, route = clients
+    services: list[PredictionService] = [c.app.state.service for c in (fast, route)]  # type: ignore[attr-defined]
+    row = _row(bundle_dir)
+    one, other = services
+    model = one.current_model()
+    assert one.answer_row(model, row) == other.answer(model, PredictRequest(rows=[row]))
+    assert one.answer_row(model, {**row, "nope": 1.0}) is None
+    assert one.answer_row(model, {k: v for k, v in row.items() if k != "horizon_hours"}) is None

@@ -3,12 +3,14 @@ headers and metrics as the route, for good and bad requests alike."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
@@ -18,7 +20,7 @@ from rps.models.bundle import load_bundle
 from rps.params import load_params
 from rps.serving import routing
 from rps.serving.app import create_app
-from rps.serving.fast_predict import one_plain_row
+from rps.serving.fast_predict import PredictFastPath, one_plain_row
 from rps.serving.routers import predict as predict_router
 from rps.serving.schemas import PredictRequest
 from rps.serving.service import PredictionService
@@ -251,3 +253,57 @@ def test_answer_row_is_answer(clients: tuple[TestClient, TestClient], bundle_dir
     assert one.answer_row(model, row) == other.answer(model, PredictRequest(rows=[row]))
     assert one.answer_row(model, {**row, "nope": 1.0}) is None
     assert one.answer_row(model, {k: v for k, v in row.items() if k != "horizon_hours"}) is None
+
+
+def _scope() -> dict[str, Any]:
+    return {"type": "http", "method": "POST", "path": "/predict", "root_path": "", "headers": []}
+
+
+def test_a_body_in_several_messages_is_read_whole_and_replayed(
+    clients: tuple[TestClient, TestClient], bundle_dir: Path
+) -> None:
+    """The ASGI layer reads every message of the body; what it does not answer reaches the app
+    with the same messages, in order (here: a client that went away mid-body)."""
+    fast, _route = clients
+    service: PredictionService = fast.app.state.service  # type: ignore[attr-defined]
+    seen: list[dict[str, Any]] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            seen.append(message)
+            if message["type"] != "http.request" or not message.get("more_body"):
+                return
+
+    body = json.dumps({"rows": [_row(bundle_dir)]}).encode()
+
+    def messages(*chunks: dict[str, Any]) -> Any:
+        pending = list(chunks)
+
+        async def receive() -> dict[str, Any]:
+            return pending.pop(0)
+
+        return receive
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    layer = PredictFastPath(app, service=service)
+    half = len(body) // 2
+    whole = messages(
+        {"type": "http.request", "body": body[:half], "more_body": True},
+        {"type": "http.request", "body": body[half:], "more_body": False},
+    )
+    asyncio.run(layer(_scope(), whole, send))
+    assert (sent[0]["status"], seen) == (200, [])
+    assert orjson.loads(sent[1]["body"])["predictions"][0]["prediction"] == pytest.approx(20.5)
+
+    gone: list[dict[str, Any]] = [
+        {"type": "http.request", "body": body[:half], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    asyncio.run(layer(_scope(), messages(*gone), send))
+    assert seen == gone
+    assert len(sent) == 2  # nothing more was sent

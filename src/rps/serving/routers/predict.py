@@ -32,7 +32,7 @@ async def predict(request: Request) -> OrjsonResponse:
     # the body, the service and the model are read here, not through FastAPI's typed parameters
     # and Depends: their machinery is a visible share of a one-row request (rps.serving.routing).
     # A valid request is usually answered before it gets here, by rps.serving.fast_predict
-    # (the same service.answer); this route answers the rest, every error included.
+    # (the same service code); this route answers the rest, every error included.
     body = await validated_body(request, PredictRequest)
     service = current_service(request)
     model = service.current_model()  # no model: UnavailableError, a 503

@@ -5,7 +5,11 @@ What it measures (one run, written to ``bench/results/serving.json`` and printed
 * in-process: one-row ``Booster.predict`` through the bundle, the service's whole feature-row
   path (dict -> array, predict, OOD flags, drift window, metrics), and the observations ->
   feature-row path (validation of 169 hourly observations + ``build_feature_row``);
-* closed loop with ``wrk`` (POST /predict, one row, drift and metrics on): req/s, p50, p99;
+* closed loop with ``wrk`` (POST /predict, one row, drift and metrics on): req/s, p50, p99 and
+  the server's CPU time per request. Every server is started first and the closed loop runs in
+  ``--rounds`` rounds, the servers taking turns, so that a change in what else runs on the
+  (shared) cores hits all servers of a round alike; the ratio to the floor is reported over all
+  rounds and per round;
 * open loop at a fixed rate (default 500 req/s). wrk2 is not available and ``wrk -R`` is not
   supported, so a Python generator sends on a fixed schedule over 64 keep-alive connections
   (raw asyncio streams on uvloop: httpx's async client could not sustain 500 req/s on these two
@@ -182,6 +186,20 @@ class Server:
                 continue
         return out
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server's processes so far (workers included)."""
+        import psutil
+
+        root = psutil.Process(self.process.pid)
+        total = 0.0
+        for proc in [root, *root.children(recursive=True)]:
+            try:
+                times = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += times.user + times.system
+        return total
+
     def stop(self) -> None:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
@@ -247,15 +265,25 @@ def venv_size_mb(python: Path) -> float:
     return total / 2**20
 
 
-def start_rps(bundle_dir: Path, workdir: Path, workers: int, python: Path | None = None) -> Server:
+def start_rps(
+    bundle_dir: Path,
+    workdir: Path,
+    workers: int,
+    python: Path | None = None,
+    *,
+    fast_predict: bool = True,
+) -> Server:
+    """``rps serve`` of the bundle; ``fast_predict=False``: every request through the FastAPI
+    route (``RPS_FAST_PREDICT=0``)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("RPS_")}
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(
         {
-            "RPS_STATE_DIR": str(workdir / f"state-{workers}"),
+            "RPS_STATE_DIR": str(workdir / f"state-{workers}-{int(fast_predict)}"),
             "RPS_PARAMS_PATH": str(REPO_ROOT / "params.yaml"),
             "RPS_PROJECT_ROOT": str(REPO_ROOT),
+            "RPS_FAST_PREDICT": "1" if fast_predict else "0",
         }
     )
     rps = (python.parent if python else VENV_BIN) / "rps"
@@ -343,10 +371,12 @@ def run_wrk(
         return value * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
     return {
         "req_per_s": float(rps.group(1)) if rps else float("nan"),
+        "requests": float(total.group(1)) if total else float("nan"),
         "p50_ms": latency_ms("50"),
         "p90_ms": latency_ms("90"),
         "p99_ms": latency_ms("99"),
@@ -522,6 +552,22 @@ def open_loop(
         gc.unfreeze()
 
 
+def _combined(rounds: list[dict[str, float]], seconds: int) -> dict[str, float]:
+    """One server's closed-loop rounds as one figure: req/s and CPU per request over all of
+    them, latency percentiles as the median of the rounds'."""
+    requests = sum(r["requests"] for r in rounds)
+    return {
+        "req_per_s": requests / (seconds * len(rounds)),
+        "requests": requests,
+        "p50_ms": statistics.median(r["p50_ms"] for r in rounds),
+        "p90_ms": statistics.median(r["p90_ms"] for r in rounds),
+        "p99_ms": statistics.median(r["p99_ms"] for r in rounds),
+        "non_2xx": sum(r["non_2xx"] for r in rounds),
+        # CPU per request: unlike req/s, hardly moved by what else runs on the machine
+        "server_cpu_us_per_req": sum(r["cpu_s"] for r in rounds) / requests * 1e6,
+    }
+
+
 # main ---------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -529,6 +575,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="open-loop requests/s")
     parser.add_argument("--open-seconds", type=float, default=15.0, help="open-loop duration")
     parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="closed-loop rounds: each server's --duration is split into this many wrk runs, "
+        "the servers taking turns",
+    )
     parser.add_argument(
         "--out", type=Path, default=REPO_ROOT / "bench" / "results" / "serving.json"
     )
@@ -589,6 +642,12 @@ def main() -> None:
                 rps_body,
             ),
             (
+                "rps serve, 1 worker, FastAPI route only (RPS_FAST_PREDICT=0)",
+                lambda: start_rps(bundle_dir, workdir, 1, serve_python, fast_predict=False),
+                "/predict",
+                rps_body,
+            ),
+            (
                 "rps serve, 2 workers",
                 lambda: start_rps(bundle_dir, workdir, 2, serve_python),
                 "/predict",
@@ -606,34 +665,50 @@ def main() -> None:
                 )
             )
         results["servers"] = {}
-        for label, start, path, body in targets:
-            logger.info("starting %s", label)
-            server = start()
-            try:
+        running: dict[str, tuple[Server, str, dict[str, Any]]] = {}
+        try:
+            for label, start, path, body in targets:
+                logger.info("starting %s", label)
+                server = start()
+                running[label] = (server, path, body)
                 check = httpx.post(server.url + path, json=body, timeout=30)
                 check.raise_for_status()
                 logger.info("%s answers %s", label, check.text[:200])
                 run_wrk(
                     server.url + path, body, workdir, duration=3, connections=args.connections
                 )  # warm-up
-                closed = run_wrk(
-                    server.url + path,
-                    body,
-                    workdir,
-                    duration=args.duration,
-                    connections=args.connections,
-                )
-                logger.info("%s wrk: %s", label, closed)
+            # the closed loop in rounds, the servers taking turns (all of them stay up, idle
+            # while another is loaded): a change in what else runs on the shared cores hits
+            # every server of a round alike, and the ratios are taken within each round
+            rounds: dict[str, list[dict[str, float]]] = {label: [] for label in running}
+            seconds = max(1, round(args.duration / args.rounds))
+            for number in range(args.rounds):
+                for label, (server, path, body) in running.items():
+                    cpu_before = server.cpu_seconds()
+                    closed = run_wrk(
+                        server.url + path,
+                        body,
+                        workdir,
+                        duration=seconds,
+                        connections=args.connections,
+                    )
+                    closed["cpu_s"] = server.cpu_seconds() - cpu_before
+                    closed["load"] = os.getloadavg()[0]
+                    rounds[label].append(closed)
+                    logger.info("round %d, %s wrk: %s", number + 1, label, closed)
+            for label, (server, path, body) in running.items():
                 opened = open_loop(
                     server.url + path, body, rate=args.rate, duration=args.open_seconds
                 )
                 logger.info("%s open loop: %s", label, opened)
                 results["servers"][label] = {
-                    "wrk": closed,
+                    "wrk": _combined(rounds[label], seconds),
+                    "rounds": rounds[label],
                     "open_loop": opened,
                     "rss_mb": server.rss_mb(),
                 }
-            finally:
+        finally:
+            for server, _path, _body in running.values():
                 server.stop()
         if not args.skip_mlflow:
             results["mlflow_venv_mb"] = venv_size_mb(Path(sys.executable))
@@ -641,6 +716,16 @@ def main() -> None:
         if floor:
             for data in results["servers"].values():
                 data["vs_floor"] = data["wrk"]["req_per_s"] / floor["wrk"]["req_per_s"]
+                # the ratio within each round (the same machine state), and their median
+                data["vs_floor_rounds"] = [
+                    mine["req_per_s"] / theirs["req_per_s"]
+                    for mine, theirs in zip(data["rounds"], floor["rounds"], strict=True)
+                ]
+                data["vs_floor_median"] = statistics.median(data["vs_floor_rounds"])
+                # the same ratio from CPU per request (floor's CPU / this server's CPU)
+                data["vs_floor_cpu"] = (
+                    floor["wrk"]["server_cpu_us_per_req"] / data["wrk"]["server_cpu_us_per_req"]
+                )
         results["machine"]["load_after"] = os.getloadavg()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -662,15 +747,20 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
             else ")."
         ),
         "",
-        "| server | wrk req/s | x floor | wrk p50 ms | wrk p99 ms | at-rate req/s "
-        "| at-rate p50 ms | at-rate p99 ms | RSS MB per process |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| server | wrk req/s | x floor | x floor, per round | server CPU us/req "
+        "| x floor (CPU) | wrk p50 ms | wrk p99 ms | at-rate req/s | at-rate p50 ms "
+        "| at-rate p99 ms | RSS MB per process |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
+    nan = float("nan")
     for label, data in results.get("servers", {}).items():
         w, o = data["wrk"], data["open_loop"]
         rss = ", ".join(f"{v:.0f}" for v in data["rss_mb"].values())
         lines.append(
-            f"| {label} | {w['req_per_s']:.0f} | {data.get('vs_floor', float('nan')):.2f} | "
+            f"| {label} | {w['req_per_s']:.0f} | {data.get('vs_floor', nan):.2f} | "
+            + " / ".join(f"{r:.2f}" for r in data.get("vs_floor_rounds", []))
+            + " | "
+            f"{w.get('server_cpu_us_per_req', nan):.0f} | {data.get('vs_floor_cpu', nan):.2f} | "
             f"{w['p50_ms']:.2f} | {w['p99_ms']:.2f} | {o['achieved_req_per_s']:.0f} | "
             f"{o['p50_ms']:.2f} | {o['p99_ms']:.2f} | {rss} |"
         )

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     model_dir: Path | None = None  # a local bundle baked into the image
     max_batch_rows: int = 1000
     max_body_bytes: int = 1_000_000
+    # answer a successful POST /predict ahead of FastAPI's routing (rps.serving.fast_predict);
+    # off: every request goes through the route (the same answers, more CPU per request)
+    fast_predict: bool = True
     # registry mode (no model_dir): seconds between champion version checks (0: only
     # POST /model/reload), and the longest backoff while the registry does not answer
     model_check_seconds: float = 30.0

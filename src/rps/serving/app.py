@@ -20,6 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rps.params import Params
 from rps.serving.errors import InputError, UnavailableError
+from rps.serving.fast_predict import PredictFastPath
 from rps.serving.middleware import ServingMiddleware
 from rps.serving.responses import OrjsonResponse
 from rps.serving.routers import feedback, forecast, health, metrics, model, predict
@@ -140,6 +141,10 @@ def create_app(settings: Settings | None = None, params: Params | None = None) -
     _document_request_bodies(app, (PredictRequest, FeedbackRequest))
     _install_error_handlers(app, service)
     known_paths = {getattr(route, "path", "") for route in app.routes} - {""}
+    if settings.fast_predict:
+        # added before ServingMiddleware, so it runs inside it: the request metrics and the body
+        # limit stay; FastAPI's own layers are skipped for a successful POST /predict
+        app.add_middleware(PredictFastPath, service=service)
     app.add_middleware(
         ServingMiddleware,
         metrics=service.metrics,

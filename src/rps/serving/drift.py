@@ -257,7 +257,8 @@ class DriftMonitor:
             A new snapshot when one was computed, else None.
         """
         if rows.shape[0] == 1:  # one request, one row: the hot path, without temporaries
-            if self._count and np.array_equal(rows[0], self._rows[self._next - 1]):
+            # (a == b).all(): np.array_equal's answer for rows of one shape, without its checks
+            if self._count and (rows[0] == self._rows[self._next - 1]).all():
                 return None
             self._rows[self._next] = rows[0]
             self._ood[self._next] = ood_rows[0]

@@ -69,13 +69,42 @@ def rows_to_matrix(
             break
     if errors:
         raise InputError(errors[:MAX_ERRORS])
-    column = index.get(HORIZON)
-    if column is not None:
-        for i, lead in enumerate(matrix[:, column].tolist()):
-            if lead != int(lead):
-                raise InputError.at(["rows", i, HORIZON], "must be a whole number of hours")
-            check_horizon(model, int(lead), ["body", "rows", i, HORIZON])
+    check_leads(model, matrix)
     return matrix
+
+
+def row_matrix(model: ServedModel, row: dict[str, float]) -> np.ndarray | None:
+    """One feature row as a ``(1, n_features)`` array in the model's order, or None unless the
+    row holds exactly the model's features (:func:`rows_to_matrix` names what is wrong).
+
+    The one-row path of :mod:`rps.serving.fast_predict`: the same array as
+    :func:`rows_to_matrix`, built in one pass. The values must be numbers already.
+
+    Raises:
+        InputError: the row's lead time is not one the model forecasts (:func:`check_leads`).
+    """
+    names = model.feature_names
+    if row.keys() != model.feature_index.keys():
+        return None
+    matrix = np.fromiter(map(row.__getitem__, names), float, len(names)).reshape(1, -1)
+    check_leads(model, matrix)
+    return matrix
+
+
+def check_leads(model: ServedModel, matrix: np.ndarray) -> None:
+    """Refuse feature rows whose ``horizon_hours`` feature (trajectory models) is not a whole
+    number of hours the model forecasts.
+
+    Raises:
+        InputError: naming the row's ``horizon_hours``.
+    """
+    column = model.feature_index.get(HORIZON)
+    if column is None:
+        return
+    for i, lead in enumerate(matrix[:, column].tolist()):
+        if lead != int(lead):
+            raise InputError.at(["rows", i, HORIZON], "must be a whole number of hours")
+        check_horizon(model, int(lead), ["body", "rows", i, HORIZON])
 
 
 def check_horizon(

@@ -33,7 +33,13 @@ from rps.serving.accuracy import (
 )
 from rps.serving.drift import DriftMonitor
 from rps.serving.errors import InputError, UnavailableError
-from rps.serving.inputs import check_horizon, epoch, observations_to_row, rows_to_matrix
+from rps.serving.inputs import (
+    check_horizon,
+    epoch,
+    observations_to_row,
+    row_matrix,
+    rows_to_matrix,
+)
 from rps.serving.launcher import INSTANCE_ENV, STARTED_AT_ENV
 from rps.serving.metrics import PIPELINE_STATUS_FILE, RuntimeCollector, ServingMetrics
 from rps.serving.model_store import BundleCache, SharedModelState
@@ -45,7 +51,7 @@ from rps.serving.responses import (
     TrajectoryItem,
     trajectory_points,
 )
-from rps.serving.schemas import FeedbackResponse, Observation
+from rps.serving.schemas import FeedbackResponse, Observation, PredictRequest
 from rps.serving.sources import model_source
 from rps.serving.stored import StoredObservations, StoredWindow
 from rps.settings import Settings
@@ -238,6 +244,50 @@ class PredictionService:
         return observations_to_row(model, observations, horizon_hours)
 
     # predictions ------------------------------------------------------------------------------
+    def answer(self, model: ServedModel, request: PredictRequest) -> PredictBody:
+        """The ``POST /predict`` answer to a validated body, forecast with ``model``.
+
+        Shared by the route and by :mod:`rps.serving.fast_predict`, which relies on this: every
+        error is raised before anything is counted, monitored or logged (a failed request leaves
+        no trace but its error count, which the error handlers add).
+
+        Raises:
+            InputError: the rows or observations do not fit the model, or a forecast is not
+                finite.
+        """
+        horizon = request.horizon_hours  # None with rows: their features hold their lead time
+        if request.rows is not None:
+            matrix = self.rows_to_matrix(model, request.rows)
+            items = self.predict(model, matrix, issue_times=request.issue_times, loc="rows")
+        else:
+            assert request.observations is not None  # the request model guarantees one input
+            row, issue_time = self.observations_to_row(model, request.observations, horizon)
+            items = self.predict(
+                model,
+                row.reshape(1, -1),
+                issue_times=[issue_time],
+                loc="observations",
+                horizon_hours=horizon,
+            )
+        return self.response(model, items, horizon)
+
+    def answer_row(self, model: ServedModel, row: dict[str, float]) -> PredictBody | None:
+        """The ``POST /predict`` answer to a body of one feature row of numbers (checked by the
+        caller, :func:`rps.serving.fast_predict.one_plain_row`), without building the request
+        model: the same answer as :meth:`answer`. None when the row does not hold exactly the
+        model's features (:meth:`answer` reports what is wrong).
+
+        Raises:
+            InputError: as :meth:`answer`, before anything is counted, monitored or logged.
+        """
+        if self.settings.max_batch_rows < 1:  # the route refuses any batch: let it say so
+            return None
+        matrix = row_matrix(model, row)
+        if matrix is None:
+            return None
+        items = self.predict(model, matrix, issue_times=None, loc="rows")
+        return self.response(model, items)
+
     def predict(
         self,
         model: ServedModel,
@@ -286,7 +336,7 @@ class PredictionService:
         items: list[PredictionItem] = []
         logged: list[LoggedPrediction] = []
         for i, is_ood in enumerate(ood_rows.tolist()):
-            ood = [names[j] for j in np.flatnonzero(forecast.ood[i])] if is_ood else []
+            ood = [names[j] for j in np.flatnonzero(forecast.ood[i]).tolist()] if is_ood else []
             issue = issue_times[i] if issue_times is not None else None
             if issue is not None and issue.tzinfo is None:
                 issue = issue.replace(tzinfo=UTC)

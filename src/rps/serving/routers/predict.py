@@ -30,25 +30,13 @@ async def predict(request: Request) -> OrjsonResponse:
     forecast comes with its interval and the features that lie outside the training range.
     """
     # the body, the service and the model are read here, not through FastAPI's typed parameters
-    # and Depends: their machinery is a visible share of a one-row request (rps.serving.routing)
+    # and Depends: their machinery is a visible share of a one-row request (rps.serving.routing).
+    # A valid request is usually answered before it gets here, by rps.serving.fast_predict
+    # (the same service code); this route answers the rest, every error included.
     body = await validated_body(request, PredictRequest)
     service = current_service(request)
     model = service.current_model()  # no model: UnavailableError, a 503
-    horizon = body.horizon_hours  # None with rows: their features hold their lead time
-    if body.rows is not None:
-        matrix = service.rows_to_matrix(model, body.rows)
-        items = service.predict(model, matrix, issue_times=body.issue_times, loc="rows")
-    else:
-        assert body.observations is not None  # the request model guarantees one input
-        row, issue_time = service.observations_to_row(model, body.observations, horizon)
-        items = service.predict(
-            model,
-            row.reshape(1, -1),
-            issue_times=[issue_time],
-            loc="observations",
-            horizon_hours=horizon,
-        )
-    # the hot path: the body (typed as PredictBody) goes straight to orjson, 3-4x cheaper than
-    # building and dumping the pydantic PredictResponse (bench/bench_serialization.py); the
-    # schemathesis test checks the answers against PredictResponse
-    return OrjsonResponse(service.response(model, items, horizon))
+    # the body (typed as PredictBody) goes straight to orjson, 3-4x cheaper than building and
+    # dumping the pydantic PredictResponse (bench/bench_serialization.py); the schemathesis
+    # test checks the answers against PredictResponse
+    return OrjsonResponse(service.answer(model, body))

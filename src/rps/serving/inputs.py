@@ -1,4 +1,4 @@
-"""Request inputs to feature rows, for the model read once per request.
+"""Request inputs and stored observations to feature rows, for the model read once per request.
 
 Checks that need no model (finite numbers, one input kind, ``issue_times`` length, hourly
 consecutive observation times) are done by the request schemas (:mod:`rps.serving.schemas`);
@@ -15,9 +15,10 @@ import numpy as np
 
 from rps.features.online import build_horizon_rows
 from rps.features.spec import HORIZON, FeatureError
-from rps.serving.errors import InputError, error_item
+from rps.serving.errors import InputError, UnavailableError, error_item
 from rps.serving.schemas import Observation
 from rps.serving.served import ServedModel
+from rps.serving.stored import StoredWindow
 
 MAX_ERRORS = 20
 
@@ -181,3 +182,32 @@ def observations_to_row(
     except FeatureError as exc:
         raise InputError.at(["observations"], str(exc)) from exc
     return row, issue
+
+
+def row_leads(model: ServedModel, matrix: np.ndarray, horizon_hours: int | None) -> np.ndarray:
+    """The lead time of each row: asked for, read from the rows' features, or the model's."""
+    if horizon_hours is not None:
+        return np.full(matrix.shape[0], horizon_hours)
+    column = model.feature_index.get(HORIZON)
+    if column is None:
+        return np.full(matrix.shape[0], model.horizon_hours)
+    return matrix[:, column].astype(int)
+
+
+def stored_rows(model: ServedModel, window: StoredWindow, horizons: list[int]) -> np.ndarray:
+    """The feature rows of the stored window's newest hour for each lead time.
+
+    Raises:
+        UnavailableError: the window has gaps, or the observations cannot make a row.
+    """
+    spec = model.bundle.feature_spec
+    if not window.consecutive(spec.window_hours):
+        raise UnavailableError(
+            f"the newest {spec.window_hours} stored hours in {window.path} are incomplete "
+            f"or have gaps; the forecast needs {spec.window_hours} consecutive hours"
+        )
+    try:
+        issue = cast(Any, window.issue_time)
+        return build_horizon_rows(window.values, spec, horizons, issue_time=issue)
+    except FeatureError as exc:
+        raise UnavailableError(f"stored observations cannot make a feature row: {exc}") from exc

@@ -17,12 +17,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
 
 import numpy as np
 
-from rps.features.online import build_horizon_rows
-from rps.features.spec import HORIZON, FeatureError
 from rps.models.interval_rescale import Rescale, apply_factors
 from rps.params import DriftParams, LocationParams, Params, ParamsError, load_params
 from rps.serving.accuracy import (
@@ -37,8 +34,10 @@ from rps.serving.inputs import (
     check_horizon,
     epoch,
     observations_to_row,
+    row_leads,
     row_matrix,
     rows_to_matrix,
+    stored_rows,
 )
 from rps.serving.launcher import INSTANCE_ENV, STARTED_AT_ENV
 from rps.serving.metrics import PIPELINE_STATUS_FILE, RuntimeCollector, ServingMetrics
@@ -77,16 +76,6 @@ LOGGED_KEYS = 1024
 
 def _log_key(prediction: LoggedPrediction) -> tuple[int, int, str]:
     return (prediction.issue_time, prediction.target_time, prediction.model_version)
-
-
-def _leads(model: ServedModel, matrix: np.ndarray, horizon_hours: int | None) -> np.ndarray:
-    """The lead time of each row: asked for, read from the rows' features, or the model's."""
-    if horizon_hours is not None:
-        return np.full(matrix.shape[0], horizon_hours)
-    column = model.feature_index.get(HORIZON)
-    if column is None:
-        return np.full(matrix.shape[0], model.horizon_hours)
-    return matrix[:, column].astype(int)
 
 
 class PredictionService:
@@ -231,18 +220,6 @@ class PredictionService:
             raise UnavailableError(f"no model loaded: {reason}")
         return model
 
-    # inputs -----------------------------------------------------------------------------------
-    def rows_to_matrix(self, model: ServedModel, rows: list[dict[str, float]]) -> np.ndarray:
-        """Feature rows as an array in the model's order (see :func:`inputs.rows_to_matrix`)."""
-        return rows_to_matrix(model, rows, max_rows=self.settings.max_batch_rows)
-
-    @staticmethod
-    def observations_to_row(
-        model: ServedModel, observations: Sequence[Observation], horizon_hours: int | None = None
-    ) -> tuple[np.ndarray, datetime]:
-        """The newest hour's feature row (see :func:`inputs.observations_to_row`)."""
-        return observations_to_row(model, observations, horizon_hours)
-
     # predictions ------------------------------------------------------------------------------
     def answer(self, model: ServedModel, request: PredictRequest) -> PredictBody:
         """The ``POST /predict`` answer to a validated body, forecast with ``model``.
@@ -257,11 +234,11 @@ class PredictionService:
         """
         horizon = request.horizon_hours  # None with rows: their features hold their lead time
         if request.rows is not None:
-            matrix = self.rows_to_matrix(model, request.rows)
+            matrix = rows_to_matrix(model, request.rows, max_rows=self.settings.max_batch_rows)
             items = self.predict(model, matrix, issue_times=request.issue_times, loc="rows")
         else:
             assert request.observations is not None  # the request model guarantees one input
-            row, issue_time = self.observations_to_row(model, request.observations, horizon)
+            row, issue_time = observations_to_row(model, request.observations, horizon)
             items = self.predict(
                 model,
                 row.reshape(1, -1),
@@ -316,7 +293,7 @@ class PredictionService:
         Raises:
             InputError: a forecast is not finite (extreme inputs to a linear model).
         """
-        leads = _leads(model, matrix, horizon_hours).tolist()
+        leads = row_leads(model, matrix, horizon_hours).tolist()
         forecast, factor = self._rescaled(model.predict(matrix), leads)
         # Python floats from here on: a request holds one row, where numpy's per-call overhead
         # is most of the cost (docs/BENCHMARKS.md, Serving)
@@ -458,7 +435,7 @@ class PredictionService:
         window = self.stored_window(model)
         horizons = [spec.horizon_hours, *range(1, (hours or 0) + 1)]
         issue = window.issue_time
-        rows = self._stored_rows(model, window, horizons)
+        rows = stored_rows(model, window, horizons)
         try:
             item = self.predict(model, rows[:1], issue_times=[issue], loc="observations")[0]
         except InputError as exc:
@@ -511,25 +488,6 @@ class PredictionService:
             )
         return trajectory_points(hours, forecast, issue)
 
-    @staticmethod
-    def _stored_rows(model: ServedModel, window: StoredWindow, horizons: list[int]) -> np.ndarray:
-        """The feature rows of the stored window's newest hour for each lead time.
-
-        Raises:
-            UnavailableError: the window has gaps, or the observations cannot make a row.
-        """
-        spec = model.bundle.feature_spec
-        if not window.consecutive(spec.window_hours):
-            raise UnavailableError(
-                f"the newest {spec.window_hours} stored hours in {window.path} are incomplete "
-                f"or have gaps; the forecast needs {spec.window_hours} consecutive hours"
-            )
-        try:
-            issue = cast(Any, window.issue_time)
-            return build_horizon_rows(window.values, spec, horizons, issue_time=issue)
-        except FeatureError as exc:
-            raise UnavailableError(f"stored observations cannot make a feature row: {exc}") from exc
-
     def _trajectory(
         self, model: ServedModel, rows: np.ndarray, hours: list[int]
     ) -> tuple[Forecast, np.ndarray]:
@@ -562,7 +520,7 @@ class PredictionService:
             spec = model.bundle.feature_spec
             single = model.bundle.max_horizon_hours is None
             hours = [spec.horizon_hours] if single else list(range(1, model.max_horizon_hours + 1))
-            rows = self._stored_rows(model, window, hours)
+            rows = stored_rows(model, window, hours)
             forecast, _factor = self._trajectory(model, rows, hours)
             points = trajectory_points(hours, forecast, window.issue_time)
         except Exception as exc:  # UnavailableError, or a model failing: never break the scrape

@@ -147,3 +147,10 @@ def test_after_a_transient_blip_the_champion_stays(
     assert client.get_model_version_by_alias(name, "champion").version == "1"
     assert client.get_model_version_by_alias(name, "challenger").version == "2"
     assert client.get_model_version(name, "2").tags["gate_decision"] == "refused"
+
+    # a drift run 20 hours after an onset cannot fill its holdout with the new regime
+    soon = times_of(clean).max() - pd.Timedelta(hours=20)
+    early = train(settings, fast, observations=blipped, dataset_md5="f" * 32, onset=soon)
+    assert not early.promoted
+    assert gate_evidence(client, early.run_id)["rule"] == "refused_too_early"
+    assert client.get_model_version_by_alias(name, "champion").version == "1"

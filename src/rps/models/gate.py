@@ -15,7 +15,9 @@ per-sample squared errors, :func:`rps.models.evaluation.diebold_mariano`):
    accurate than candidate" >= ``alpha``: promote (non-inferior). Not for a drift-triggered
    run when ``train.promotion.drift_requires_superiority`` is set (the default): there the
    holdout is the newest ``train.promotion.recent_window_hours`` after the drift onset
-   (:mod:`rps.models.adaptation`) and only rule 4 promotes.
+   (:mod:`rps.models.adaptation`) and only rule 4 promotes. A drift-triggered run so soon
+   after the onset that its holdout reaches back before it is refused before rule 4 (too
+   early: the holdout is not the new regime; a later run decides).
 6. Otherwise refuse.
 
 A trajectory candidate is also held to :func:`check_horizons` (applied by
@@ -195,11 +197,15 @@ def decide_promotion(
 
 
 def _refuse(
-    reason: str, holdout: Holdout, candidate_pred: np.ndarray, version: str
+    reason: str,
+    holdout: Holdout,
+    candidate_pred: np.ndarray,
+    version: str,
+    rule: str = "refused_incomparable",
 ) -> GateDecision:
     return GateDecision(
         promote=False,
-        rule="refused_incomparable",
+        rule=rule,
         reason=reason,
         n=len(holdout.y),
         candidate_rmse=ev.rmse(holdout.y, candidate_pred),
@@ -268,12 +274,15 @@ def evaluate_gate(
     candidate_pred: np.ndarray,
     *,
     candidate_is_persistence: bool,
-    after_drift: bool = False,
+    drift_onset: pd.Timestamp | None = None,
 ) -> GateDecision:
     """Run the promotion gate for a candidate against the current champion (read-only).
 
-    ``after_drift``: the holdout is the window after a drift onset; the rule then needs
-    superiority when ``train.promotion.drift_requires_superiority`` is set.
+    ``drift_onset``: the holdout is the window after this drift onset; the rule then needs
+    superiority when ``train.promotion.drift_requires_superiority`` is set. A holdout that
+    starts before the onset (a run so soon after it that the newest hours cannot fill the
+    smallest holdout) cannot judge the new regime: the candidate is refused as too early,
+    and a later run, with more of the new regime, decides.
 
     Raises:
         RegistryError: the registry cannot be read.
@@ -288,41 +297,16 @@ def evaluate_gate(
         "margin": promotion.non_inferiority_margin,
         "candidate_is_persistence": candidate_is_persistence,
     }
-    superiority = after_drift and promotion.drift_requires_superiority
+    superiority = drift_onset is not None and promotion.drift_requires_superiority
     if champion is None:
         return decide_promotion(holdout.y, candidate_pred, holdout.y_now, None, **kwargs)
     version = str(champion.version)
-    try:
-        with tempfile.TemporaryDirectory(prefix="rps-champion-") as tmp:
-            bundle = load_bundle(download_bundle(settings, version, dst=Path(tmp)))
-    except TrackingUnavailableError:
-        raise
-    except (BundleError, OSError, RegistryError) as exc:
-        # a broken champion must not block training: refuse, and let a human decide
-        return _refuse(
-            f"champion v{version} cannot be loaded ({exc}); promote manually",
-            holdout,
-            candidate_pred,
-            version,
-        )
-    spec = bundle.feature_spec
-    if spec.target != holdout.target or spec.horizon_hours != holdout.horizon_hours:
-        return _refuse(
-            f"champion v{version} forecasts {spec.target} at +{spec.horizon_hours} h, the "
-            f"candidate {holdout.target} at +{holdout.horizon_hours} h; promote manually",
-            holdout,
-            candidate_pred,
-            version,
-        )
-    try:
-        champ_pred = predict_bundle(bundle, holdout.observations, holdout.issue_times)
-    except (FeatureError, ValueError) as exc:
-        return _refuse(
-            f"champion v{version} cannot forecast the holdout: {exc}",
-            holdout,
-            candidate_pred,
-            version,
-        )
+    early = too_early(holdout.issue_times, drift_onset)
+    if early is not None:
+        return _refuse(early, holdout, candidate_pred, version, rule="refused_too_early")
+    champ_pred = _champion_forecasts(settings, version, holdout)
+    if isinstance(champ_pred, str):  # a champion that cannot be compared: a human decides
+        return _refuse(champ_pred, holdout, candidate_pred, version)
     ok = np.isfinite(champ_pred)
     if ok.sum() < MIN_COMPARE_ROWS:
         return _refuse(
@@ -341,6 +325,45 @@ def evaluate_gate(
         require_superiority=superiority,
         **kwargs,
     )
+
+
+def too_early(issue_times: pd.DatetimeIndex, drift_onset: pd.Timestamp | None) -> str | None:
+    """Why a drift run's holdout cannot judge the new regime (it starts before the onset), or
+    None (no drift run, or the whole holdout lies after the onset)."""
+    if drift_onset is None or issue_times[0] >= drift_onset:
+        return None
+    after = int(np.count_nonzero(issue_times >= drift_onset))
+    return (
+        f"too early to judge the new regime: the holdout starts at {issue_times[0]}, before "
+        f"the drift onset {drift_onset} ({after} of its {len(issue_times)} hours after it); "
+        "a later run decides"
+    )
+
+
+def _champion_forecasts(settings: Settings, version: str, holdout: Holdout) -> np.ndarray | str:
+    """The champion's forecasts of the holdout, or why it cannot make them (a refusal reason).
+
+    Raises:
+        TrackingUnavailableError: the registry cannot be reached.
+    """
+    try:
+        with tempfile.TemporaryDirectory(prefix="rps-champion-") as tmp:
+            bundle = load_bundle(download_bundle(settings, version, dst=Path(tmp)))
+    except TrackingUnavailableError:
+        raise
+    except (BundleError, OSError, RegistryError) as exc:
+        # a broken champion must not block training: refuse, and let a human decide
+        return f"champion v{version} cannot be loaded ({exc}); promote manually"
+    spec = bundle.feature_spec
+    if spec.target != holdout.target or spec.horizon_hours != holdout.horizon_hours:
+        return (
+            f"champion v{version} forecasts {spec.target} at +{spec.horizon_hours} h, the "
+            f"candidate {holdout.target} at +{holdout.horizon_hours} h; promote manually"
+        )
+    try:
+        return predict_bundle(bundle, holdout.observations, holdout.issue_times)
+    except (FeatureError, ValueError) as exc:
+        return f"champion v{version} cannot forecast the holdout: {exc}"
 
 
 def check_horizons(metrics_by_horizon: Sequence[Mapping[str, float]]) -> str | None:

@@ -138,7 +138,7 @@ def evaluate_run(settings: Settings, params: Params, run_id: str) -> GateDecisio
             else predict_bundle(bundle, observations, issue_times)
         ),
         candidate_is_persistence=bundle.kind == "persistence",
-        after_drift="rps.drift_onset" in tags,
+        drift_onset=pd.Timestamp(tags["rps.drift_onset"]) if "rps.drift_onset" in tags else None,
     )
     decision = apply_horizon_gate(decision, bundle.metrics_by_horizon)
     client = get_client(settings)

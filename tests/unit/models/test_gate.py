@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from rps.models.gate import apply_horizon_gate, check_horizons, decide_promotion
+from rps.models.gate import apply_horizon_gate, check_horizons, decide_promotion, too_early
 
 RULE = {"horizon": 6, "significance": 0.05, "margin": 0.02}
 
@@ -100,3 +101,11 @@ def test_the_horizon_rule_passes_ties_and_leaves_refusals_alone(holdout):
     refused = decide_promotion(y, persistence + 0.01, persistence, None, **RULE)
     worse = _by_horizon([5.0], [1.0])
     assert apply_horizon_gate(refused, worse) is refused
+
+
+def test_a_drift_holdout_that_starts_before_the_onset_is_too_early_to_judge():
+    times = pd.date_range("2025-06-01", periods=48, freq="h", tz="UTC")
+    reason = too_early(times, times[13])
+    assert reason is not None and "35 of its 48 hours after it" in reason
+    assert too_early(times, times[0]) is None  # the whole holdout is the new regime
+    assert too_early(times, None) is None  # not a drift run

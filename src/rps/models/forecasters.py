@@ -426,7 +426,7 @@ class HorizonForecaster(_JsonForecaster):
         max_horizon = int(hyper.pop(MAX_HORIZON, horizons.max()))
         now = rows.x[:, names.index(rows.spec.target)]
         plain = TrainingRows(rows.x, rows.y, rows.spec, hyper, rows.sample_weight)
-        group = _group_index(starts, horizons)
+        group = group_index(starts, horizons)
         boosters: dict[int, Any] = {}
         rounds: dict[str, int] = {}
         for g in np.unique(group):
@@ -434,7 +434,7 @@ class HorizonForecaster(_JsonForecaster):
             keep = np.flatnonzero(group == g)
             valid_g = None
             if valid is not None:
-                in_group = _group_index(starts, valid[0][:, names.index(HORIZON)].astype(int)) == g
+                in_group = group_index(starts, valid[0][:, names.index(HORIZON)].astype(int)) == g
                 x_v = valid[0][in_group]
                 valid_g = (x_v, valid[1][in_group] - x_v[:, names.index(rows.spec.target)])
             boosters[start], rounds[str(start)] = _train_booster(
@@ -478,7 +478,7 @@ class HorizonForecaster(_JsonForecaster):
         if self._same_hour_col is not None:
             out[baseline == 2] = x[baseline == 2, self._same_hour_col]
         learned = baseline == 0
-        group = _group_index(self.starts.tolist(), horizons)
+        group = group_index(self.starts.tolist(), horizons)
         for g in np.unique(group[learned]):
             booster = self._predict_boosters.get(int(self.starts[g]))
             if booster is None:
@@ -515,7 +515,7 @@ class HorizonForecaster(_JsonForecaster):
         return cls(feature_names, params, boosters)
 
 
-def _group_index(starts: list[int], horizons: np.ndarray) -> np.ndarray:
+def group_index(starts: list[int], horizons: np.ndarray) -> np.ndarray:
     """The index of each horizon's group (the last start at or below it)."""
     out: np.ndarray = np.searchsorted(np.asarray(starts), horizons, side="right") - 1
     return out

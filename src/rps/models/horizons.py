@@ -40,6 +40,7 @@ from rps.models.forecasters import (
     MAX_HORIZON,
     Forecaster,
     HorizonForecaster,
+    group_index,
 )
 from rps.models.intervals import HorizonInterval, IntervalError, fit_horizon_interval
 from rps.params import HorizonParams
@@ -210,7 +211,7 @@ def spread_weights(rows: HorizonRows, hp: HorizonParams) -> None:
     """
     if rows.weights is None or not len(rows.y):
         return
-    group = np.searchsorted(np.asarray(hp.group_starts), rows.horizons, side="right") - 1
+    group = group_index(list(hp.group_starts), rows.horizons)
     pairs = pd.Series(0, index=pd.MultiIndex.from_arrays([rows.issue_times.asi8, group]))
     rows.weights = rows.weights / pairs.groupby(level=[0, 1]).transform("size").to_numpy()
 
@@ -237,11 +238,14 @@ def refit_with_holdout(
     )
     rows.weights = weight_of.reindex(rows.issue_times).fillna(1.0).to_numpy(dtype=float)
     spread_weights(rows, data.params)
-    final_hyper = _hyper(name, hyper, data.params)
-    if fit.oof.group_rounds:
-        final_hyper[GROUP_ROUNDS] = fit.oof.group_rounds
     predictor, _ = fit_candidate(
-        name, rows.x, rows.y, data.spec, final_hyper, seed=seed, sample_weight=rows.weights
+        name,
+        rows.x,
+        rows.y,
+        data.spec,
+        _final_hyper(name, hyper, data.params, fit.oof),
+        seed=seed,
+        sample_weight=rows.weights,
     )
     if isinstance(predictor, HorizonForecaster):
         predictor = predictor.with_fallback(fit.fallback)
@@ -262,6 +266,16 @@ def _hyper(name: str, hyper: dict[str, Any], hp: HorizonParams) -> dict[str, Any
     if name != "lightgbm":
         return dict(hyper)
     return {**hyper, GROUP_STARTS: list(hp.group_starts), MAX_HORIZON: hp.max_hours}
+
+
+def _final_hyper(
+    name: str, hyper: dict[str, Any], hp: HorizonParams, oof: OutOfFold
+) -> dict[str, Any]:
+    """The hyperparameters of a fit on every training row: each group's rounds out of fold."""
+    final = _hyper(name, hyper, hp)
+    if oof.group_rounds:
+        final[GROUP_ROUNDS] = oof.group_rounds
+    return final
 
 
 def out_of_fold(data: HorizonData, name: str, hyper: dict[str, Any], *, seed: int) -> OutOfFold:
@@ -358,9 +372,7 @@ def fit_trajectory(
     what is served.
     """
     oof = out_of_fold(data, name, hyper, seed=seed)
-    final_hyper = _hyper(name, hyper, data.params)
-    if oof.group_rounds:
-        final_hyper[GROUP_ROUNDS] = oof.group_rounds
+    final_hyper = _final_hyper(name, hyper, data.params, oof)
     train = data.train
     predictor, _ = fit_candidate(
         name, train.x, train.y, data.spec, final_hyper, seed=seed, sample_weight=train.weights

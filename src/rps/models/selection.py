@@ -168,19 +168,31 @@ def fit_candidates(
     return results
 
 
-def choose_candidate(results: Mapping[str, CandidateResult]) -> CandidateResult:
-    """The lowest-holdout-RMSE candidate among those that significantly beat persistence.
+def choose_candidate(
+    results: Mapping[str, CandidateResult], *, adapting: bool = False
+) -> CandidateResult:
+    """The candidate to offer the gate: the lowest holdout RMSE among those that qualify.
 
     Hyperparameters are tuned on rolling-origin CV (training rows only); the model family
     is chosen on the holdout. With one year of data the early CV folds validate on a
     season the fold never trained on, which penalises trees (they cannot extrapolate a
     level) far more than the holdout - the newest weeks, the regime the model will serve -
     does; CV RMSE picked ridge over a LightGBM 15 % better on the holdout. The price is a
-    small optimism in the reported holdout RMSE (a minimum over five candidates). A
-    candidate qualifies when its holdout RMSE is lower than persistence's *and* the
-    one-sided Diebold-Mariano p-value is below the promotion significance. When none
-    qualifies, persistence is chosen.
+    small optimism in the reported holdout RMSE (a minimum over five candidates).
+
+    A scheduled run: a candidate qualifies when its holdout RMSE is lower than
+    persistence's *and* the one-sided Diebold-Mariano p-value is below the promotion
+    significance; when none qualifies, persistence is chosen.
+
+    A drift run (``adapting``): every candidate qualifies. Its holdout is the 48-odd hours
+    after the onset, too few for a learned model to beat persistence significantly, yet
+    persistence is the worst forecast for a sensor whose clock runs late (bench_adaptation,
+    onset 2025-03-15: ridge 2.49 vs persistence 3.49 degC on the holdout, not significant;
+    over the next 48 h ridge 2.95, persistence 6.70). The significance the run needs is
+    the gate's: the challenger must beat the champion on that window.
     """
+    if adapting:
+        return min(results.values(), key=lambda r: r.metrics["holdout_rmse"])
     qualified = [
         r
         for r in results.values()

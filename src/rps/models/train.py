@@ -255,7 +255,7 @@ def train_candidate(
             data, params.train, on_trial=trial_logger(experiment_id, run_id), timings=timings
         )
         timings["candidates_s"] = time.perf_counter() - mark
-        chosen = choose_candidate(results)
+        chosen = choose_candidate(results, adapting=regime is not None)
         mark = time.perf_counter()
         add_trajectory(chosen, data, params.train)
         by_horizon = trajectory_metrics(

@@ -178,6 +178,17 @@ def test_choose_falls_back_to_persistence():
     assert choose_candidate(results).name == "persistence"
 
 
+def test_a_drift_run_chooses_the_best_holdout_rmse_without_the_persistence_fallback():
+    results = {
+        "persistence": _result("persistence", 5.0, False),
+        "ridge": _result("ridge", 2.0, False),  # not significant on a short post-onset holdout
+        "lightgbm": _result("lightgbm", 2.5, False),
+    }
+    assert choose_candidate(results, adapting=True).name == "ridge"
+    results["persistence"] = _result("persistence", 1.5, False)
+    assert choose_candidate(results, adapting=True).name == "persistence"
+
+
 def test_features_target_column_is_the_label(small_obs, spec):
     features = build_features(small_obs, spec)
     assert TARGET in features.columns

@@ -123,7 +123,7 @@ def demo_loop(
     ] = 1200.0,
     pre_onset_hours: Annotated[
         int, typer.Option(min=8, help="clean replay hours served before the drift starts")
-    ] = 30,
+    ] = 54,
     after_swap_hours: Annotated[
         int, typer.Option(min=1, help="replay hours the new champion serves before the end")
     ] = 48,

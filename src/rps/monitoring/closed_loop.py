@@ -76,7 +76,9 @@ class LoopPlan:
     """How the loop runs (replay hours are the clock's; seconds are wall time)."""
 
     speed: float = 1440.0  # replay hours per wall hour: one replay hour every 2.5 s
-    pre_onset_hours: int = 30  # clean replay hours served before the drift starts
+    # clean replay hours served before the drift starts: the first 6 have no realised target
+    # yet, so live RMSE before the onset is over 48 target hours, as after the swap
+    pre_onset_hours: int = 54
     after_swap_hours: int = 48  # replay hours the new champion serves before the loop ends
     workers: int = 2
     request_interval_s: float = 0.25  # steady traffic: one GET /forecast this often

@@ -766,9 +766,9 @@ def model_performance() -> dict[str, Any]:
                 Panel(
                     "Newest observation age",
                     "stat",
-                    [Query(f"time() - max(data_last_observation_timestamp_seconds{{{JOB}}})")],
-                    "Age of the newest weather observation the service has seen (DataStale "
-                    "above 6 h).",
+                    [Query(f"max(data_observation_age_seconds{{{JOB}}})")],
+                    "Age of the newest weather observation the service has seen, on the "
+                    "data's clock (DataStale above 6 h).",
                     unit="s",
                     width=8,
                     height=4,

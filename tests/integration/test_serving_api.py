@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +230,8 @@ def test_pipeline_status_metrics_follow_the_status_file(serving_server: ServerHa
         values["data_last_observation_timestamp_seconds"]
         == pd.Timestamp("2024-05-01T05:00:00Z").timestamp()
     )
+    newest = pd.Timestamp("2024-05-01T05:00:00Z").timestamp()
+    assert values["data_observation_age_seconds"] == pytest.approx(time.time() - newest, abs=120)
     assert values["pipeline_last_run_failed"] == 1.0
     status_file.unlink()
 

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from rps.serving.drift import DriftSnapshot
     from rps.serving.predictor import ServedModel
     from rps.serving.service import PublishedTrajectory
+    from rps.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,24 @@ def _iso_timestamp(value: object) -> float | None:
     return parsed.timestamp()
 
 
+def data_clock_now(settings: Settings, *, default_anchor: float) -> float:
+    """Unix time "now" on the data's clock: for the replay source the replay clock every
+    process shares (``origin + (wall - anchor) * speed``, as
+    :class:`rps.data.sources.replay.ReplayClock` computes it, here without pandas; a naive
+    setting is UTC), else wall time. ``default_anchor``: the anchor when none is set."""
+    wall = time.time()
+    if settings.source != "replay":
+        return wall
+
+    def unix(value: datetime | None, default: float) -> float:
+        if value is None:
+            return default
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+    anchor = unix(settings.replay_anchor, default_anchor)
+    return unix(settings.replay_origin, anchor) + (wall - anchor) * settings.replay_speed
+
+
 @dataclass(kw_only=True, eq=False)  # eq=False: the registry keys collectors by identity
 class RuntimeCollector(Collector):
     """Scrape-time metrics: uptime, the served model, live accuracy, the pipeline status file
@@ -112,6 +131,9 @@ class RuntimeCollector(Collector):
         trajectory: Returns the trajectory to publish (None: nothing to publish).
         interval_factors: Returns the interval rescale factor of each lead time served
             (None or empty: the rescale is off).
+        data_now: Returns "now" on the data's clock as Unix time (the replay clock's time for
+            the replay source, else wall time): ``data_observation_age_seconds`` is measured
+            on it, so a replay that runs faster than the wall clock is not "stale".
     """
 
     started_at: float
@@ -121,6 +143,7 @@ class RuntimeCollector(Collector):
     live_accuracy: Callable[[], LiveAccuracy | None]
     trajectory: Callable[[], PublishedTrajectory | None] | None = None
     interval_factors: Callable[[], Mapping[int, float]] | None = None
+    data_now: Callable[[], float] = time.time
 
     def describe(self) -> list[Metric]:
         """Nothing to pre-register (names are unique to this collector)."""
@@ -241,6 +264,12 @@ class RuntimeCollector(Collector):
             stamp = _iso_timestamp(status.get(key))
             if stamp is not None:
                 yield GaugeMetricFamily(name, documentation, value=stamp)
+            if stamp is not None and key == "last_observation_at":
+                yield GaugeMetricFamily(
+                    "data_observation_age_seconds",
+                    "Age of the newest stored observation on the data's clock (DataStale).",
+                    value=self.data_now() - stamp,
+                )
         failed = status.get("last_run_failed")
         if isinstance(failed, bool):
             yield GaugeMetricFamily(

@@ -40,7 +40,12 @@ from rps.serving.inputs import (
     stored_rows,
 )
 from rps.serving.launcher import INSTANCE_ENV, STARTED_AT_ENV
-from rps.serving.metrics import PIPELINE_STATUS_FILE, RuntimeCollector, ServingMetrics
+from rps.serving.metrics import (
+    PIPELINE_STATUS_FILE,
+    RuntimeCollector,
+    ServingMetrics,
+    data_clock_now,
+)
 from rps.serving.model_store import BundleCache, SharedModelState
 from rps.serving.predictor import Forecast, ModelManager, ServedModel
 from rps.serving.responses import (
@@ -115,6 +120,7 @@ class PredictionService:
                 live_accuracy=self._live_accuracy,
                 trajectory=lambda: self.published,
                 interval_factors=self._interval_factors,
+                data_now=lambda: data_clock_now(settings, default_anchor=self.started_at),
             )
         )
         self.published: PublishedTrajectory | None = None

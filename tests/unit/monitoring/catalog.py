@@ -43,6 +43,7 @@ API_METRICS: dict[str, tuple[str, tuple[str, ...]]] = {
     "interval_rescale_factor": ("gauge", ("horizon_hours",)),
     "pipeline_last_success_timestamp_seconds": ("gauge", ()),
     "data_last_observation_timestamp_seconds": ("gauge", ()),
+    "data_observation_age_seconds": ("gauge", ()),
     "pipeline_last_run_failed": ("gauge", ()),
 }
 PROMETHEUS_BUILTIN = {"up", "ALERTS", "ALERTS_FOR_STATE"}

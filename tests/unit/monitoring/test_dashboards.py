@@ -137,6 +137,7 @@ def test_dashboards_cover_the_issue_groups() -> None:
         "prediction_errors_total",
         "service_uptime_seconds",
         "predictions_total",
+        "data_last_observation_timestamp_seconds",  # shown as data_observation_age_seconds
     }:
         assert metric in model, metric
     assert "job:predictions:rate_per_minute" in model

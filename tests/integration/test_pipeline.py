@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rps.cli import app
-from rps.data.pipeline import Interval, run_pipeline
+from rps.data.pipeline import LATEST_OBSERVATIONS, Interval, run_pipeline
 from rps.data.quality import QualityGateError
 from rps.data.sources.replay import default_recording
 from rps.settings import get_settings
@@ -52,6 +52,9 @@ def test_cli_pipeline_on_replay_prints_every_location(settings, monkeypatch):
     assert any(a.path.endswith(".html") for a in artifacts)
     status = json.loads((settings.state_path / "pipeline_status.json").read_text())
     assert status["last_run_failed"] is False and status["last_dataset_md5"] == md5
+    # DataStale's input: the newest observation of the copy the API reads
+    latest = pd.read_parquet(settings.processed_dir / LATEST_OBSERVATIONS, columns=["time"])
+    assert pd.Timestamp(status["last_observation_at"]) == latest["time"].max()
 
 
 def test_same_interval_twice_gives_same_files_and_hash(settings, params):

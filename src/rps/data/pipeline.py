@@ -25,6 +25,7 @@ import pandas as pd
 
 from rps.data.extract import RawArtifact, extract, sidecar
 from rps.data.quality import QualityReport, read_checked, run_quality_gate
+from rps.data.schema import TIME
 from rps.data.transform import CleaningSummary, clean_observations
 
 if TYPE_CHECKING:
@@ -106,7 +107,8 @@ def step_validate(params: Params, raw_path: Path, interval: Interval) -> Quality
 def step_transform(
     settings: Settings, params: Params, raw_path: Path
 ) -> tuple[Path, CleaningSummary]:
-    """Clean a gate-passed raw file into ``processed/<raw stem>.parquet`` (and the latest copy)."""
+    """Clean a gate-passed raw file into ``processed/<raw stem>.parquet`` and the latest copy
+    the API reads; the status file's ``last_observation_at`` (DataStale) follows that copy."""
     cleaned, summary = clean_observations(read_checked(raw_path), params)
     settings.processed_dir.mkdir(parents=True, exist_ok=True)
     path = settings.processed_dir / f"{raw_path.stem.replace('raw_data_', 'observations_')}.parquet"
@@ -114,6 +116,8 @@ def step_transform(
     if not path.exists() or path.read_bytes() != payload:
         write_atomic(path, payload)
     write_atomic(settings.processed_dir / LATEST_OBSERVATIONS, payload)
+    if len(cleaned):
+        write_status(settings, last_observation_at=pd.Timestamp(cleaned[TIME].max()).isoformat())
     return path, summary
 
 
@@ -251,12 +255,10 @@ def _task_version(ctx: _TaskContext, manifest: Manifest) -> Manifest:
     (processed_path,) = _needs(manifest, "version", "processed_path")
     processed = Path(processed_path)
     dataset = step_version(ctx.settings, processed, manifest.get("storage_uri"))
-    last_obs = pd.read_parquet(processed, columns=["time"])["time"].max()
     write_status(
         ctx.settings,
         last_run_failed=False,
         last_success_at=pd.Timestamp.now(tz="UTC").isoformat(),
-        last_observation_at=pd.Timestamp(last_obs).isoformat(),
         last_dataset_md5=dataset.md5,
     )
     return {

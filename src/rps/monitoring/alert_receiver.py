@@ -11,7 +11,8 @@ restarts and holds across uvicorn workers (and containers that share the volume)
 A trigger that fails is logged and reported in the response but does not start the cool-down:
 Alertmanager re-sends the notification after its ``repeat_interval`` and the next one retries.
 The response is 200 all the same, so Alertmanager does not re-post (and the log duplicate) the
-whole group.
+whole group. The embedded default's in-process retraining run goes on in the background
+(:func:`_default_trigger`), so the response never waits for it.
 
 Run it with :func:`serve` (the ``rps alerts serve`` command) or any ASGI server via
 :func:`create_receiver_app` / :func:`create_app_from_env`.
@@ -22,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
@@ -212,7 +214,10 @@ class RetrainCooldown:
             try:
                 result = trigger(reason=reason)
             except Exception as exc:
-                logger.exception("retraining trigger failed for %s", alertname)
+                if isinstance(exc, RetrainBusyError):
+                    logger.info("retraining for %s not started: %s", alertname, exc)
+                else:
+                    logger.exception("retraining trigger failed for %s", alertname)
                 return RetrainDecision(
                     status="error",
                     alertname=alertname,
@@ -253,8 +258,21 @@ def cooldown_state_file(settings: Settings) -> Path:
     return settings.state_path / "monitoring" / COOLDOWN_FILENAME
 
 
+class RetrainBusyError(RuntimeError):
+    """The previous in-process retraining run of this receiver has not finished."""
+
+
 def _default_trigger(settings: Settings) -> RetrainTrigger:
-    """``rps.orchestration.trigger.trigger_retrain`` bound to ``settings``, imported lazily."""
+    """``rps.orchestration.trigger.trigger_retrain`` bound to ``settings``, imported lazily.
+
+    Through Airflow's REST API (``settings.airflow_api_url``) the call returns the new run's
+    id. The in-process run (the embedded default) takes minutes, and a webhook that answers
+    after Alertmanager's timeout is posted again, each post one more notification of the same
+    incident: so that run starts on a background thread and the call returns at once. One
+    runs at a time; asked again while it runs, the trigger raises :class:`RetrainBusyError`
+    (the cool-down is not started, and the next notification asks again).
+    """
+    running = threading.Lock()
 
     def trigger(*, reason: str) -> object:
         try:
@@ -263,7 +281,21 @@ def _default_trigger(settings: Settings) -> RetrainTrigger:
             raise RuntimeError(
                 "retraining trigger unavailable: cannot import rps.orchestration.trigger"
             ) from exc
-        return trigger_retrain(reason, settings=settings)
+        if settings.airflow_api_url:
+            return trigger_retrain(reason, settings=settings)
+        if not running.acquire(blocking=False):
+            raise RetrainBusyError("the previous in-process retraining run is still running")
+
+        def run() -> None:
+            try:
+                trigger_retrain(reason, settings=settings)
+            except Exception:
+                logger.exception("in-process retraining run failed (%s)", reason)
+            finally:
+                running.release()
+
+        threading.Thread(target=run, name="rps-retrain", daemon=True).start()
+        return f"in-process run started at {_iso(time.time())}"
 
     return trigger
 

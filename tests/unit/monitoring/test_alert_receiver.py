@@ -264,23 +264,66 @@ def test_concurrent_appends_never_interleave(tmp_path: Path) -> None:
     assert records == [line] * 64
 
 
+def _fake_trigger_module(monkeypatch: pytest.MonkeyPatch, trigger_retrain: Any) -> types.ModuleType:
+    fake = types.ModuleType("rps.orchestration.trigger")
+    fake.trigger_retrain = trigger_retrain  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "rps.orchestration.trigger", fake)
+    return fake
+
+
 def test_default_trigger_is_imported_lazily_and_bound_to_settings(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[tuple[str, Settings | None]] = []
-    fake = types.ModuleType("rps.orchestration.trigger")
 
     def trigger_retrain(reason: str, settings: Settings | None = None) -> str:
         calls.append((reason, settings))
         return "manual__2026-01-01"
 
-    fake.trigger_retrain = trigger_retrain  # type: ignore[attr-defined]
-    app = create_receiver_app(settings)  # no import yet: the module may not exist
-    monkeypatch.setitem(sys.modules, "rps.orchestration.trigger", fake)
+    api_settings = settings.model_copy(update={"airflow_api_url": "http://airflow:8080"})
+    app = create_receiver_app(api_settings)  # no import yet: the module may not exist
+    _fake_trigger_module(monkeypatch, trigger_retrain)
     body = TestClient(app).post("/alerts", json=payload(alert("DataDriftDetected"))).json()
     assert body["retrain"]["status"] == "triggered"
     assert body["retrain"]["run"] == "manual__2026-01-01"
-    assert calls == [("DataDriftDetected: DataDriftDetected summary", settings)]
+    assert calls == [("DataDriftDetected: DataDriftDetected summary", api_settings)]
+
+
+def test_an_in_process_run_goes_on_in_the_background_one_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The webhook answers while the embedded default's run goes on (a late answer is
+    re-posted by Alertmanager); asked again meanwhile, the receiver starts no second run."""
+    settings = make_settings(tmp_path, cooldown_s=0.0)
+    started, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def trigger_retrain(reason: str, settings: Settings | None = None) -> str:
+        calls.append(reason)
+        started.set()
+        assert release.wait(timeout=30)
+        return "manual__run"
+
+    _fake_trigger_module(monkeypatch, trigger_retrain)
+    client = TestClient(create_receiver_app(settings))
+    first = client.post("/alerts", json=payload(alert("DataDriftDetected"))).json()
+    assert first["retrain"]["status"] == "triggered"  # answered while the run blocks
+    assert started.wait(timeout=10)
+    second = client.post("/alerts", json=payload(alert("DataDriftDetected"))).json()
+    assert second["retrain"]["status"] == "error"
+    assert "still running" in second["retrain"]["error"]
+    release.set()
+    for _ in range(100):  # the background run ends and frees the receiver
+        third = client.post("/alerts", json=payload(alert("DataDriftDetected"))).json()
+        if third["retrain"]["status"] == "triggered":
+            break
+        threading.Event().wait(0.05)
+    assert third["retrain"]["status"] == "triggered"
+    for _ in range(100):  # the second run starts on its own thread
+        if len(calls) == 2:
+            break
+        threading.Event().wait(0.05)
+    assert len(calls) == 2
 
 
 def test_missing_trigger_module_is_reported_not_raised(

@@ -123,15 +123,18 @@ class HorizonData:
 
     def _rows(self, times: pd.DatetimeIndex, horizons: np.ndarray) -> HorizonRows:
         frame = build_horizon_features(self.observations, self.spec, times, horizons)
-        frame = frame.dropna(subset=[*self.spec.feature_names, TARGET])
+        # complete rows on the NumPy array: DataFrame.dropna copied the whole frame
+        values = frame[[*self.spec.feature_names, TARGET]].to_numpy(dtype=float)
+        complete = ~np.isnan(values).any(axis=1)
+        index = pd.DatetimeIndex(frame.index[complete])
         weights = None
         if self.weight_of is not None:
-            weights = self.weight_of.reindex(frame.index).fillna(1.0).to_numpy(dtype=float)
+            weights = self.weight_of.reindex(index).fillna(1.0).to_numpy(dtype=float)
         return HorizonRows(
-            frame[self.spec.feature_names].to_numpy(dtype=float),
-            frame[TARGET].to_numpy(dtype=float),
-            frame[HORIZON].to_numpy(dtype=int),
-            pd.DatetimeIndex(frame.index),
+            values[complete, :-1],
+            values[complete, -1],
+            frame[HORIZON].to_numpy(dtype=int)[complete],
+            index,
             weights,
         )
 

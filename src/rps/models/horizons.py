@@ -14,8 +14,9 @@ horizon as a feature (:func:`rps.features.build.build_horizon_features`).
 * :func:`out_of_fold` - forecasts of the training issue times by models that did not train on
   them: the training issue times are cut into ``horizons.interval_folds`` blocks; a block's
   every horizon is forecast by a model fitted on the rows whose labels end before the block or
-  whose issue times start ``max_hours`` after it. These errors choose the baseline fallbacks
-  and calibrate the intervals (:mod:`rps.models.intervals`).
+  whose issue times start ``max_hours`` after it (LightGBM stops early on one drawn horizon per
+  issue time and group of the block, :func:`stopping_rows`). These errors choose the baseline
+  fallbacks and calibrate the intervals (:mod:`rps.models.intervals`).
 * :func:`metrics_by_horizon` - the holdout scores per horizon: RMSE beside persistence and
   seasonal naive, interval coverage, mean width, interval (Winkler) score.
 """
@@ -123,15 +124,18 @@ class HorizonData:
 
     def _rows(self, times: pd.DatetimeIndex, horizons: np.ndarray) -> HorizonRows:
         frame = build_horizon_features(self.observations, self.spec, times, horizons)
-        frame = frame.dropna(subset=[*self.spec.feature_names, TARGET])
+        # complete rows on the NumPy array: DataFrame.dropna copied the whole frame
+        values = frame[[*self.spec.feature_names, TARGET]].to_numpy(dtype=float)
+        complete = ~np.isnan(values).any(axis=1)
+        index = pd.DatetimeIndex(frame.index[complete])
         weights = None
         if self.weight_of is not None:
-            weights = self.weight_of.reindex(frame.index).fillna(1.0).to_numpy(dtype=float)
+            weights = self.weight_of.reindex(index).fillna(1.0).to_numpy(dtype=float)
         return HorizonRows(
-            frame[self.spec.feature_names].to_numpy(dtype=float),
-            frame[TARGET].to_numpy(dtype=float),
-            frame[HORIZON].to_numpy(dtype=int),
-            pd.DatetimeIndex(frame.index),
+            values[complete, :-1],
+            values[complete, -1],
+            frame[HORIZON].to_numpy(dtype=int)[complete],
+            index,
             weights,
         )
 
@@ -278,6 +282,21 @@ def _final_hyper(
     return final
 
 
+def stopping_rows(rows: HorizonRows, hp: HorizonParams, seed: int) -> np.ndarray:
+    """Positions of one row per issue time and group of ``rows``, its horizon drawn at random.
+
+    An out-of-fold fit stops early on these rows, as dense as its training rows, and still
+    forecasts every row: scoring every horizon of a 24-hour group after each round took about
+    a third of that group's fit, and the early stop on them changed no horizon's holdout RMSE
+    by more than 0.7 % (docs/BENCHMARKS.md "Training").
+    """
+    group = group_index(list(hp.group_starts), rows.horizons)
+    key = rows.issue_times.asi8 * len(hp.group_starts) + group
+    order = np.random.default_rng(seed).permutation(len(rows.y))
+    _, first = np.unique(key[order], return_index=True)
+    return np.sort(order[first])
+
+
 def out_of_fold(data: HorizonData, name: str, hyper: dict[str, Any], *, seed: int) -> OutOfFold:
     """Forecast each block's every horizon with a model fitted without the block."""
     train, hp = data.train, data.params
@@ -292,6 +311,7 @@ def out_of_fold(data: HorizonData, name: str, hyper: dict[str, Any], *, seed: in
         valid = data.grid(block.unique(), training=True)
         if len(fit_rows.y) == 0 or len(valid.y) == 0:
             continue
+        stop = stopping_rows(valid, hp, seed + k)
         model, info = fit_candidate(
             name,
             fit_rows.x,
@@ -299,7 +319,7 @@ def out_of_fold(data: HorizonData, name: str, hyper: dict[str, Any], *, seed: in
             data.spec,
             _hyper(name, hyper, hp),
             seed=seed,
-            valid=(valid.x, valid.y) if name == "lightgbm" else None,
+            valid=(valid.x[stop], valid.y[stop]) if name == "lightgbm" else None,
             sample_weight=fit_rows.weights,
         )
         for start_h, best in info.get("best_iterations", {}).items():

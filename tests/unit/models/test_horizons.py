@@ -21,6 +21,7 @@ from rps.models.horizons import (
     fit_trajectory,
     metrics_by_horizon,
     out_of_fold,
+    stopping_rows,
 )
 from rps.models.intervals import IntervalError, fit_horizon_interval
 from rps.models.splits import prepare_data
@@ -125,6 +126,18 @@ def test_out_of_fold_forecasts_cover_every_horizon_of_every_block(data):
         oof.pred, oof.rows.x[:, data.spec.feature_names.index(data.spec.target)]
     )
     assert oof.rows.issue_times.max() < data.horizons.holdout.issue_times.min()
+
+
+def test_early_stopping_rows_hold_one_drawn_horizon_per_issue_time_and_group(data):
+    grid = data.horizons.grid(data.horizons.train.issue_times.unique()[:40], training=True)
+    stop = stopping_rows(grid, HP, seed=3)
+    picked = grid.take(stop)
+    groups = np.searchsorted(np.asarray(HP.group_starts), picked.horizons, side="right") - 1
+    pairs = list(zip(picked.issue_times.asi8, groups, strict=True))
+    assert len(pairs) == len(set(pairs)) == 40 * len(HP.group_starts)
+    assert np.all(np.diff(stop) > 0)  # positions of the grid, in its order
+    assert len(set(picked.horizons[groups == 1])) > 1  # drawn, not always the same horizon
+    np.testing.assert_array_equal(stop, stopping_rows(grid, HP, seed=3))
 
 
 def test_metrics_by_horizon_score_the_trajectory_against_both_baselines(trajectory, data, spec):

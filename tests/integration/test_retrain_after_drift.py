@@ -126,6 +126,15 @@ def test_after_a_sustained_drift_the_adapted_challenger_is_promoted(
     assert version_tags["gate_decision"] == "promoted" and version_tags["gate_rule"] == "superior"
     assert version_tags["drift_onset"] == tags["rps.drift_onset"]
 
+    # a scheduled run after it keeps the champion's regime: its holdout is still the present
+    # (a newest 20 % would be mostly old regime, where the adapted champion looks worse)
+    scheduled = train(settings, fast, observations=drifted, dataset_md5="g" * 32)
+    scheduled_tags = client.get_run(scheduled.run_id).data.tags
+    assert scheduled_tags["rps.drift_onset_source"] == "champion"
+    assert scheduled_tags["rps.drift_onset"] == tags["rps.drift_onset"]
+    scheduled_params = client.get_run(scheduled.run_id).data.params
+    assert pd.Timestamp(scheduled_params["holdout_start"]) >= estimated
+
 
 def test_after_a_transient_blip_the_champion_stays(
     mlflow_server: MlflowServer, fast: Params, clean: pd.DataFrame, tmp_path: Path

@@ -31,6 +31,13 @@ conf sets ``adapt``/``drift_onset``) trains differently from a scheduled one:
   twice the rows (delayed daily cycle, offline: +6 h RMSE over the next 48 h 2.78 -> 1.75
   degC). The gate judges the recorded forecasts, not the refit model, which has seen the
   holdout.
+* **Inherited.** A champion promoted by a drift run learned the new regime from a few days
+  of it. A scheduled run after it would hold out the newest ``train.holdout_fraction`` of the
+  rows - weeks, most of them from before the onset - and judge both models on the old regime,
+  where a model that a year of it outvotes looks better: the loop would undo its own
+  adaptation. So until the rows after the champion's onset outnumber a scheduled run's
+  holdout, a scheduled run adapts to that same onset (:func:`inherited_regime`, source
+  ``champion``).
 * **Gate.** Scored on that post-onset window only, with the usual paired Diebold-Mariano
   tests; with ``train.promotion.drift_requires_superiority`` the challenger must be
   significantly more accurate than the champion (non-inferiority is not enough: the alarm
@@ -79,7 +86,7 @@ class Regime:
     """The drift a run adapts to."""
 
     onset: pd.Timestamp
-    source: str  # conf | drift_checks | champion_errors | default
+    source: str  # conf | drift_checks | champion_errors | default | champion
 
     def to_dict(self) -> dict[str, str]:
         """JSON-ready (lineage, tags)."""
@@ -305,6 +312,39 @@ def resolve_regime(
     lookback = pd.Timedelta(hours=params.train.adaptation.onset_lookback_hours)
     found = _onset_from_champion(settings, params, observations, spec, since=end - lookback)
     return found if found is not None else Regime(end - lookback / 2, "default")
+
+
+def inherits(times: pd.Series, onset: pd.Timestamp, holdout_fraction: float) -> bool:
+    """Whether a scheduled run's holdout (the newest ``holdout_fraction`` of the rows at
+    ``times``) would reach back before ``onset``: the rows after it are fewer than it."""
+    after = int((times >= onset).sum())
+    return 0 < after < holdout_fraction * len(times)
+
+
+def inherited_regime(
+    settings: Settings, params: Params, observations: pd.DataFrame
+) -> Regime | None:
+    """The champion's drift onset while a scheduled run still inherits it (module docstring).
+
+    None: no champion, a champion not trained for a new regime, or one whose regime is by
+    now longer than a scheduled run's holdout.
+    """
+    from rps.data.schema import TIME
+    from rps.models import registry
+    from rps.models.errors import ModelNotFoundError
+
+    try:
+        text = registry.version_info(settings, registry.CHAMPION)["drift_onset"]
+    except ModelNotFoundError:
+        return None
+    if not text:
+        return None
+    onset = pd.Timestamp(text)
+    onset = onset.tz_localize("UTC") if onset.tzinfo is None else onset
+    times = pd.to_datetime(observations[TIME], utc=True)
+    if not inherits(times, onset, params.train.holdout_fraction):
+        return None
+    return Regime(onset, "champion")
 
 
 def _onset_from_champion(

@@ -464,6 +464,7 @@ def version_info(settings: Settings, ref: str) -> dict[str, Any]:
         "role": tags.get("role", ""),
         "gate_decision": tags.get("gate_decision", ""),
         "gate_reason": tags.get("gate_reason", ""),
+        "drift_onset": tags.get("drift_onset", ""),  # set by a run that adapted to drift
         "params": run_params,
         "metrics": metrics,
         "metrics_by_horizon": by_horizon,

@@ -193,7 +193,7 @@ def train_candidate(
     spec = FeatureSpec.from_params(params.data.variables, params.data.target, params.features)
 
     from rps.models import registry
-    from rps.models.adaptation import resolve_regime
+    from rps.models.adaptation import inherited_regime, resolve_regime
 
     registry.configure_tracking(settings)  # fails fast when the server is unreachable
     import mlflow
@@ -201,6 +201,8 @@ def train_candidate(
     regime: Regime | None = None
     if adapt or onset is not None:
         regime = resolve_regime(settings, params, observations, spec, onset=onset)
+    else:
+        regime = inherited_regime(settings, params, observations)
     mark = time.perf_counter()
     data = prepare_data(
         observations,

@@ -10,6 +10,7 @@ from rps.models import evaluation as ev
 from rps.models.adaptation import (
     detector_onset,
     estimate_onset,
+    inherits,
     is_drift_reason,
     recency_weights,
     recent_holdout,
@@ -142,6 +143,15 @@ def test_recent_holdout_is_at_most_half_the_post_onset_rows_and_keeps_the_gap() 
     assert len(long_after) == 168
     _, fresh = recent_holdout(index, index[1990], window_hours=168, gap_hours=6)
     assert len(fresh) == 48  # never fewer than the minimum, reaching back before the onset
+
+
+def test_a_scheduled_run_inherits_the_onset_while_its_holdout_would_reach_before_it() -> None:
+    times = pd.Series(pd.date_range("2025-01-01", periods=1000, freq="h", tz="UTC"))
+    # 100 rows after the onset, a scheduled holdout of 200: it would mix both regimes
+    assert inherits(times, times[900], holdout_fraction=0.2)
+    # 250 rows after it: a scheduled holdout lies wholly in the new regime
+    assert not inherits(times, times[750], holdout_fraction=0.2)
+    assert not inherits(times, times.iloc[-1] + pd.Timedelta(hours=1), holdout_fraction=0.2)
 
 
 def test_recency_weights_give_the_new_regime_its_share() -> None:

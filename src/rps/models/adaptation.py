@@ -24,6 +24,12 @@ conf sets ``adapt``/``drift_onset``) trains differently from a scheduled one:
   would leave too few rows to estimate 50-odd coefficients or a tree; weighting keeps the old
   data as a prior for what did not change (the seasons, the physics between variables) and
   lets the new rows decide what did (a shifted daily cycle, a biased sensor).
+* **A ridge per regime.** Weighting alone gives one set of coefficients for both regimes,
+  and a linear model cannot serve two: a sensor whose clock runs late leaves a ridge
+  weighted toward the new rows at 2.3 degC over the next 48 h where the old level was 1.6.
+  In a drift run the ridge learns the new regime's coefficients as the shared ones plus a
+  difference with its own penalty ``train.adaptation.regime_alpha``, fitted on the rows
+  after the onset (:func:`rps.models.forecasters._regime_ridge`), and serves those.
 * **Refit.** The holdout is half of the new regime. Once the chosen model's holdout forecasts
   are recorded (the gate's evidence), the model is fitted again on the training rows plus the
   holdout with the same hyperparameters (:func:`refit_with_holdout`,
@@ -286,6 +292,7 @@ def refit_with_holdout(chosen: CandidateResult, data: PreparedData, tp: TrainPar
         chosen.hyper,
         seed=tp.seed,
         sample_weight=weights,
+        regime=data.regime(keep),
     )
 
 

@@ -47,6 +47,7 @@ def fit_candidate(
     seed: int = 0,
     valid: tuple[np.ndarray, np.ndarray] | None = None,
     sample_weight: np.ndarray | None = None,
+    regime: np.ndarray | None = None,
 ) -> tuple[Forecaster, FitInfo]:
     """Fit one candidate on rows ``x`` (``spec.feature_names`` order) and labels ``y``.
 
@@ -61,6 +62,9 @@ def fit_candidate(
         valid: validation rows and labels; LightGBM then stops early on them.
         sample_weight: one weight per row (None: equal weights); baselines that learn
             nothing ignore it.
+        regime: True for the rows of a new regime (a drift run's post-onset rows); with
+            ``regime_alpha`` in ``hyper`` the ridge learns that regime's coefficients
+            (:func:`rps.models.forecasters._regime_ridge`); other candidates ignore it.
 
     Returns:
         The forecaster and fit details (LightGBM: ``best_iteration``).
@@ -72,7 +76,7 @@ def fit_candidate(
     if cls is None:
         raise TrainingError(f"unknown candidate {name!r}")
     try:
-        rows = TrainingRows(x, y, spec, dict(hyper or {}), sample_weight)
+        rows = TrainingRows(x, y, spec, dict(hyper or {}), sample_weight, regime)
         forecaster, info = cls.fit(rows, seed=seed, valid=valid)
     except ForecasterError as exc:
         raise TrainingError(str(exc)) from exc

@@ -14,6 +14,7 @@ LightGBM: scikit-learn and LightGBM are imported inside ``fit`` (and LightGBM in
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,8 @@ class TrainingRows:
     spec: FeatureSpec
     hyper: Mapping[str, Any]
     sample_weight: np.ndarray | None = None
+    # True for the rows of a new regime (at or after a drift onset); None: one regime
+    regime: np.ndarray | None = None
 
 
 @runtime_checkable
@@ -258,13 +261,20 @@ class RidgeForecaster(_JsonForecaster):
         alpha = float(rows.hyper.get("alpha", 1.0))
         weight = rows.sample_weight
         scaler = StandardScaler().fit(rows.x, sample_weight=weight)
-        model = Ridge(alpha=alpha).fit(scaler.transform(rows.x), rows.y, sample_weight=weight)
+        z = scaler.transform(rows.x)
+        regime_alpha = rows.hyper.get("regime_alpha")
+        regime = rows.regime
+        if regime_alpha is not None and regime is not None and 0 < regime.sum() < len(regime):
+            coef, intercept = _regime_ridge(z, rows.y, weight, regime, alpha, float(regime_alpha))
+        else:
+            model = Ridge(alpha=alpha).fit(z, rows.y, sample_weight=weight)
+            coef, intercept = np.asarray(model.coef_, dtype=float), float(model.intercept_)
         return {
             "alpha": alpha,
             "mean": scaler.mean_.tolist(),
             "scale": scaler.scale_.tolist(),
-            "coef": np.asarray(model.coef_, dtype=float).tolist(),
-            "intercept": float(model.intercept_),
+            "coef": coef.tolist(),
+            "intercept": intercept,
         }
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
@@ -275,6 +285,37 @@ class RidgeForecaster(_JsonForecaster):
         """|standardised coefficient| per feature."""
         out: np.ndarray = np.abs(self._coef)
         return out
+
+
+def _regime_ridge(
+    z: np.ndarray,
+    y: np.ndarray,
+    weight: np.ndarray | None,
+    regime: np.ndarray,
+    alpha: float,
+    regime_alpha: float,
+) -> tuple[np.ndarray, float]:
+    """Coefficients of the new regime, learned as the shared ones plus a shrunk difference.
+
+    Feature augmentation (Daume III, "Frustratingly easy domain adaptation", 2007): every
+    row has the standardised features ``z``; the rows of the new regime have them a second
+    time, with an indicator. One ridge learns shared coefficients (penalty ``alpha``) and
+    the new regime's difference (penalty ``regime_alpha``), so a few days of the new regime
+    move the coefficients where the data there insists and leave the rest to the long
+    history. The returned coefficients are for the new regime: shared plus difference.
+    """
+    from sklearn.linear_model import Ridge
+
+    if alpha <= 0:
+        raise ForecasterError(f"a regime ridge needs a positive alpha, got {alpha}")
+    # the difference columns are scaled so that one ridge penalty gives them regime_alpha
+    scale = math.sqrt(alpha / regime_alpha)
+    indicator = regime.astype(float)
+    design = np.column_stack([z, scale * z * indicator[:, None], scale * indicator])
+    model = Ridge(alpha=alpha).fit(design, y, sample_weight=weight)
+    p = z.shape[1]
+    coef = model.coef_[:p] + scale * model.coef_[p : 2 * p]
+    return np.asarray(coef, dtype=float), float(model.intercept_ + scale * model.coef_[-1])
 
 
 def lightgbm_params(hyper: Mapping[str, Any], seed: int) -> tuple[dict[str, Any], int]:

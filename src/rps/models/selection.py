@@ -126,6 +126,9 @@ def fit_candidates(
             hyper, cv = tuned.hyper, tuned.cv
             if name == "lightgbm" and cv.best_iterations:
                 hyper = {**hyper, "n_estimators": max(1, round(float(np.mean(cv.best_iterations))))}
+            regime_alpha = tp.adaptation.regime_alpha
+            if name == "ridge" and data.onset is not None and regime_alpha is not None:
+                hyper = {**hyper, "regime_alpha": regime_alpha}
         else:
             hyper = {}
             cv = cross_validate(
@@ -139,7 +142,14 @@ def fit_candidates(
             predictor = trajectory.predictor
         else:
             predictor, _ = fit_candidate(
-                name, x_tr, y_tr, spec, hyper, seed=tp.seed, sample_weight=weight
+                name,
+                x_tr,
+                y_tr,
+                spec,
+                hyper,
+                seed=tp.seed,
+                sample_weight=weight,
+                regime=data.regime(data.train_pos),
             )
         pred = predictor.predict(x_ho)
         interval = ev.conformal_offsets(cv.residuals, tp.interval_alpha)

@@ -89,6 +89,12 @@ class PreparedData:
         """Sample weights of the training rows (None: equal)."""
         return None if self.weights is None else self.weights[self.train_pos]
 
+    def regime(self, positions: np.ndarray) -> np.ndarray | None:
+        """Which of the rows at ``positions`` are at or after the onset (None: no onset)."""
+        if self.onset is None:
+            return None
+        return np.asarray(self.index[positions] >= self.onset)
+
     @property
     def index(self) -> pd.DatetimeIndex:
         """Issue times of the complete rows."""

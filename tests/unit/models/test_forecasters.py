@@ -58,6 +58,51 @@ def test_sample_weights_pull_the_ridge_fit_towards_the_weighted_rows(train_xy, s
     assert abs(bias_weighted) < abs(bias_plain) / 2
 
 
+def _changed_regime(x: np.ndarray, y: np.ndarray, rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The last ``rows`` labels follow a new rule: they lean on the first feature."""
+    changed = y.copy()
+    first = (x[:, 0] - x[:, 0].mean()) / x[:, 0].std()
+    changed[-rows:] += 3.0 * first[-rows:]
+    return changed, np.arange(len(y)) >= len(y) - rows
+
+
+def test_a_regime_ridge_serves_the_new_regime_from_few_rows(train_xy, spec):
+    """With the post-onset rows marked, the ridge learns their rule; weighting alone cannot."""
+    x, y = train_xy
+    changed, regime = _changed_regime(x, y, 120)
+    fit_rows, fresh = slice(0, len(y) - 60), slice(len(y) - 60, None)
+    weight = np.where(regime, (len(y) - 120) / 60, 1.0)[fit_rows]  # half the weight, as drift runs
+    hyper = {"alpha": 1.0, "regime_alpha": 30.0}
+    args = (x[fit_rows], changed[fit_rows], spec)
+    weighted, _ = fit_candidate("ridge", *args, hyper, sample_weight=weight)
+    per_regime, _ = fit_candidate(
+        "ridge", *args, hyper, sample_weight=weight, regime=regime[fit_rows]
+    )
+
+    def rmse(model) -> float:
+        return float(np.sqrt(np.mean((model.predict(x[fresh]) - changed[fresh]) ** 2)))
+
+    assert rmse(per_regime) < 0.8 * rmse(weighted)
+
+
+def test_a_regime_ridge_needs_both_regimes_and_its_penalty(train_xy, spec):
+    """Without ``regime_alpha``, or with every row in one regime, it is the ordinary ridge;
+    a huge penalty on the difference leaves the shared coefficients."""
+    x, y = train_xy
+    changed, regime = _changed_regime(x, y, 120)
+    plain, _ = fit_candidate("ridge", x, changed, spec, {"alpha": 1.0})
+    for hyper, rows in (
+        ({"alpha": 1.0}, regime),
+        ({"alpha": 1.0, "regime_alpha": 30.0}, np.ones(len(y), dtype=bool)),
+    ):
+        same, _ = fit_candidate("ridge", x, changed, spec, hyper, regime=rows)
+        np.testing.assert_allclose(same.predict(x), plain.predict(x))
+    stiff, _ = fit_candidate(
+        "ridge", x, changed, spec, {"alpha": 1.0, "regime_alpha": 1e12}, regime=regime
+    )
+    np.testing.assert_allclose(stiff.predict(x), plain.predict(x), atol=1e-4)
+
+
 def test_an_unknown_kind_is_refused_by_name(spec):
     with pytest.raises(ForecasterError, match="unknown model kind 'quantum'"):
         make_forecaster("quantum", spec.feature_names, {})

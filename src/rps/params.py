@@ -92,8 +92,8 @@ class AdaptationParams(_Strict):
     # post-onset holdout in its training rows (rps.models.adaptation.refit_with_holdout)
     refit_with_holdout: bool = True
     # the ridge's penalty on the new regime's difference from the shared coefficients
-    # (rps.models.forecasters._regime_ridge); null: one set of coefficients for all rows
-    regime_alpha: float | None = Field(default=300.0, gt=0)
+    # (rps.models.regime.regime_ridge); null: one set of coefficients for all rows
+    regime_alpha: float | None = Field(default=1.0, gt=0)
 
 
 class TrainParams(_Strict):

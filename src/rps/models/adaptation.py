@@ -29,7 +29,7 @@ conf sets ``adapt``/``drift_onset``) trains differently from a scheduled one:
   weighted toward the new rows at 2.3 degC over the next 48 h where the old level was 1.6.
   In a drift run the ridge learns the new regime's coefficients as the shared ones plus a
   difference with its own penalty ``train.adaptation.regime_alpha``, fitted on the rows
-  after the onset (:func:`rps.models.forecasters._regime_ridge`), and serves those.
+  after the onset (:func:`rps.models.regime.regime_ridge`), and serves those.
 * **Refit.** The holdout is half of the new regime. Once the chosen model's holdout forecasts
   are recorded (the gate's evidence), the model is fitted again on the training rows plus the
   holdout with the same hyperparameters (:func:`refit_with_holdout`,

@@ -64,7 +64,7 @@ def fit_candidate(
             nothing ignore it.
         regime: True for the rows of a new regime (a drift run's post-onset rows); with
             ``regime_alpha`` in ``hyper`` the ridge learns that regime's coefficients
-            (:func:`rps.models.forecasters._regime_ridge`); other candidates ignore it.
+            (:func:`rps.models.regime.regime_ridge`); other candidates ignore it.
 
     Returns:
         The forecaster and fit details (LightGBM: ``best_iteration``).

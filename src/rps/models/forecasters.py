@@ -14,7 +14,6 @@ LightGBM: scikit-learn and LightGBM are imported inside ``fit`` (and LightGBM in
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -265,7 +264,16 @@ class RidgeForecaster(_JsonForecaster):
         regime_alpha = rows.hyper.get("regime_alpha")
         regime = rows.regime
         if regime_alpha is not None and regime is not None and 0 < regime.sum() < len(regime):
-            coef, intercept = _regime_ridge(z, rows.y, weight, regime, alpha, float(regime_alpha))
+            from rps.models.regime import regime_ridge
+
+            coef, intercept = regime_ridge(
+                z,
+                rows.y,
+                weight=weight,
+                regime=regime,
+                alpha=alpha,
+                regime_alpha=float(regime_alpha),
+            )
         else:
             model = Ridge(alpha=alpha).fit(z, rows.y, sample_weight=weight)
             coef, intercept = np.asarray(model.coef_, dtype=float), float(model.intercept_)
@@ -285,37 +293,6 @@ class RidgeForecaster(_JsonForecaster):
         """|standardised coefficient| per feature."""
         out: np.ndarray = np.abs(self._coef)
         return out
-
-
-def _regime_ridge(
-    z: np.ndarray,
-    y: np.ndarray,
-    weight: np.ndarray | None,
-    regime: np.ndarray,
-    alpha: float,
-    regime_alpha: float,
-) -> tuple[np.ndarray, float]:
-    """Coefficients of the new regime, learned as the shared ones plus a shrunk difference.
-
-    Feature augmentation (Daume III, "Frustratingly easy domain adaptation", 2007): every
-    row has the standardised features ``z``; the rows of the new regime have them a second
-    time, with an indicator. One ridge learns shared coefficients (penalty ``alpha``) and
-    the new regime's difference (penalty ``regime_alpha``), so a few days of the new regime
-    move the coefficients where the data there insists and leave the rest to the long
-    history. The returned coefficients are for the new regime: shared plus difference.
-    """
-    from sklearn.linear_model import Ridge
-
-    if alpha <= 0:
-        raise ForecasterError(f"a regime ridge needs a positive alpha, got {alpha}")
-    # the difference columns are scaled so that one ridge penalty gives them regime_alpha
-    scale = math.sqrt(alpha / regime_alpha)
-    indicator = regime.astype(float)
-    design = np.column_stack([z, scale * z * indicator[:, None], scale * indicator])
-    model = Ridge(alpha=alpha).fit(design, y, sample_weight=weight)
-    p = z.shape[1]
-    coef = model.coef_[:p] + scale * model.coef_[p : 2 * p]
-    return np.asarray(coef, dtype=float), float(model.intercept_ + scale * model.coef_[-1])
 
 
 def lightgbm_params(hyper: Mapping[str, Any], seed: int) -> tuple[dict[str, Any], int]:

@@ -72,7 +72,7 @@ def test_a_regime_ridge_serves_the_new_regime_from_few_rows(train_xy, spec):
     changed, regime = _changed_regime(x, y, 120)
     fit_rows, fresh = slice(0, len(y) - 60), slice(len(y) - 60, None)
     weight = np.where(regime, (len(y) - 120) / 60, 1.0)[fit_rows]  # half the weight, as drift runs
-    hyper = {"alpha": 1.0, "regime_alpha": 30.0}
+    hyper = {"alpha": 1.0, "regime_alpha": 1.0}
     args = (x[fit_rows], changed[fit_rows], spec)
     weighted, _ = fit_candidate("ridge", *args, hyper, sample_weight=weight)
     per_regime, _ = fit_candidate(

@@ -36,7 +36,7 @@ def test_drift_ends_with_a_new_champion_on_every_worker_and_no_failed_request(
             "--after-swap-hours",
             "12",
             "--deadline",
-            "1200",
+            "1800",
         ],
         env=env,
         capture_output=True,

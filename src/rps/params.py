@@ -93,7 +93,7 @@ class AdaptationParams(_Strict):
     refit_with_holdout: bool = True
     # the ridge's penalty on the new regime's difference from the shared coefficients
     # (rps.models.regime.regime_ridge); null: one set of coefficients for all rows
-    regime_alpha: float | None = Field(default=1.0, gt=0)
+    regime_alpha: float | None = Field(default=30.0, gt=0)
 
 
 class TrainParams(_Strict):

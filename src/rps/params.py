@@ -91,8 +91,8 @@ class AdaptationParams(_Strict):
     # after the gate's evidence is recorded, the chosen model is fitted again with the
     # post-onset holdout in its training rows (rps.models.adaptation.refit_with_holdout)
     refit_with_holdout: bool = True
-    # the ridge's penalty on the new regime's difference from the shared coefficients
-    # (rps.models.regime.regime_ridge); null: one set of coefficients for all rows
+    # the ridge's penalty, per post-onset row, on the new regime's difference from the shared
+    # coefficients (rps.models.regime.regime_ridge); null: one set of coefficients for all rows
     regime_alpha: float | None = Field(default=30.0, gt=0)
 
 

@@ -216,3 +216,26 @@ def test_a_refit_single_horizon_model_trains_on_the_holdout_rows(small_obs, spec
     assert ev.rmse(y_ho, chosen.predictor.predict(x_ho)) < ev.rmse(y_ho, chosen.holdout_pred)
     with pytest.raises(ValueError, match="drift run"):
         refit_with_holdout(chosen, prepare_data(small_obs, spec, params.train), params.train)
+
+
+def test_a_refit_regime_ridge_learns_the_new_regime_from_the_rows_after_the_onset(
+    small_obs, spec, params
+) -> None:
+    """The refit passes the post-onset rows: the served ridge has the new regime's coefficients."""
+    onset = prepare_data(small_obs, spec, params.train).index[-400]
+    data = prepare_data(small_obs, spec, params.train, onset=onset)
+    assert prepare_data(small_obs, spec, params.train).regime(data.train_pos) is None
+    hyper = {"alpha": 1.0, "regime_alpha": params.train.adaptation.regime_alpha}
+    x_tr, y_tr = data.x[data.train_pos], data.y[data.train_pos]
+    ridge, _ = fit_candidate("ridge", x_tr, y_tr, spec, hyper, sample_weight=data.train_weights)
+    chosen = chosen_result("ridge", ridge, data)
+    chosen.hyper = hyper
+    refit_with_holdout(chosen, data, params.train)
+    keep = np.concatenate([data.train_pos, data.holdout_pos])
+    weights = recency_weights(data.index[keep], onset, params.train.adaptation.recent_weight_share)
+    args = ("ridge", data.x[keep], data.y[keep], spec, hyper)
+    per_regime, _ = fit_candidate(*args, sample_weight=weights, regime=data.regime(keep))
+    one_set, _ = fit_candidate(*args, sample_weight=weights)
+    rows = data.x[data.holdout_pos]
+    np.testing.assert_allclose(chosen.predictor.predict(rows), per_regime.predict(rows))
+    assert not np.allclose(chosen.predictor.predict(rows), one_set.predict(rows))

@@ -154,7 +154,10 @@ def detector_onset(
     episode starts at the first row of its first input window over the limit, or at the target
     hour after the CUSUM last stood at 0 before it crossed. A kind whose last episode reaches
     back to the first hour it could be computed shows no quiet past to change from (a
-    reference that does not fit this season) and places nothing. The onset is the earliest of
+    reference that does not fit this season) and places nothing; nor does one whose last
+    episode ended before the newest hour it was computed for (an incident that is over: the
+    demo's first retraining placed the onset at an error episode 12 days past, when the
+    CUSUM had not yet crossed for the present drift). The onset is the earliest of
     the kinds' starts: a check shows drift only once it has grown, so each start lies at or
     after the true onset, and the earliest one wastes the fewest drifted rows (the demo's
     delayed daily cycle crossed the input checks 17 h after its onset, the error CUSUM 50 h).
@@ -179,7 +182,9 @@ def detector_onset(
     if computed.size:
         crossed = [i for i in computed.tolist() if ratios[i] > 1.0]
         evidence = [(index[i], index[max(0, i - window + 1)]) for i in crossed]
-        starts += _episode_start(evidence, first=index[max(0, computed[0] - window + 1)])
+        starts += _episode_start(
+            evidence, first=index[max(0, computed[0] - window + 1)], last=index[computed[-1]]
+        )
     errors = np.asarray(errors, dtype=float)
     realised = np.flatnonzero(np.isfinite(errors))
     if realised.size:
@@ -195,22 +200,30 @@ def detector_onset(
             elif value > error_test.threshold:
                 start = realised[min(at_zero + 1, k)]
                 evidence.append((index[realised[k]] + lag, index[start] + lag))
-        starts += _episode_start(evidence, first=index[realised[0]] + lag)
+        starts += _episode_start(
+            evidence, first=index[realised[0]] + lag, last=index[realised[-1]] + lag
+        )
     return min(starts) if starts else None
 
 
 def _episode_start(
-    evidence: list[tuple[pd.Timestamp, pd.Timestamp]], *, first: pd.Timestamp
+    evidence: list[tuple[pd.Timestamp, pd.Timestamp]],
+    *,
+    first: pd.Timestamp,
+    last: pd.Timestamp,
 ) -> list[pd.Timestamp]:
     """The evidence start of the last episode of ``(crossed at, evidence from)`` pairs.
 
-    Empty when nothing crossed or the evidence reaches back to ``first``, the earliest start
-    possible (always on).
+    Empty when nothing crossed, the evidence reaches back to ``first``, the earliest start
+    possible (always on), or the episode's last crossing is more than the episode gap before
+    ``last``, the newest hour checked (over).
     """
     if not evidence:
         return []
     evidence = sorted(evidence)
     gap = pd.Timedelta(hours=EPISODE_GAP_HOURS)
+    if last - evidence[-1][0] > gap:
+        return []
     episode = [evidence[-1]]
     for crossed, start in reversed(evidence[:-1]):
         if episode[-1][0] - crossed > gap:

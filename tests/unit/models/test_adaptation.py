@@ -97,6 +97,17 @@ def test_the_detector_onset_belongs_to_the_last_episode_of_crossings() -> None:
     assert onset_of(ratios, errors, times) == times[300 - 5]
 
 
+def test_an_episode_that_is_over_places_no_onset() -> None:
+    """Errors that crossed days ago and calmed down are not the incident the inputs show now."""
+    times = hourly(400)
+    ratios = np.full(400, 0.5)
+    ratios[390:] = 2.0  # the present drift: input evidence from 385
+    errors = np.ones(400)
+    errors[100:110] = 3.0  # a past episode of large errors, over for days
+    errors[388:] = np.nan  # the present's errors are not realised yet
+    assert onset_of(ratios, errors, times) == times[385]
+
+
 def test_a_check_over_its_limit_from_the_start_places_no_onset() -> None:
     """A reference that does not fit the season: crossing all along, nothing changed."""
     times = hourly(400)

@@ -155,12 +155,13 @@ def detector_onset(
     hour after the CUSUM last stood at 0 before it crossed. A kind whose last episode reaches
     back to the first hour it could be computed shows no quiet past to change from (a
     reference that does not fit this season) and places nothing; nor does one whose last
-    episode ended before the newest hour it was computed for (an incident that is over: the
-    demo's first retraining placed the onset at an error episode 12 days past, when the
-    CUSUM had not yet crossed for the present drift). The onset is the earliest of
-    the kinds' starts: a check shows drift only once it has grown, so each start lies at or
-    after the true onset, and the earliest one wastes the fewest drifted rows (the demo's
-    delayed daily cycle crossed the input checks 17 h after its onset, the error CUSUM 50 h).
+    episode ended more than :data:`EPISODE_GAP_HOURS` before the newest hour it was computed
+    for (an incident that is over: the demo's first retraining placed the onset at an error
+    episode 12 days past, when the CUSUM had not yet crossed for the present drift). The
+    onset is the earliest of the kinds' starts: a check shows drift only once it has grown,
+    so each start lies at or after the true onset, and the earliest one wastes the fewest
+    drifted rows (the demo's delayed daily cycle crossed the input checks 17 h after its
+    onset, the error CUSUM 50 h).
 
     Args:
         times: Consecutive issue hours.

@@ -124,6 +124,7 @@ def fit_candidates(
                 sample_weight=weight,
             )
             hyper, cv = tuned.hyper, tuned.cv
+            timings[f"tune_{name}_s"] = time.perf_counter() - started
             if name == "lightgbm" and cv.best_iterations:
                 hyper = {**hyper, "n_estimators": max(1, round(float(np.mean(cv.best_iterations))))}
             regime_alpha = tp.adaptation.regime_alpha
@@ -136,10 +137,12 @@ def fit_candidates(
             )
         trajectory = None
         if name == "lightgbm" and data.horizons is not None:
+            mark = time.perf_counter()
             trajectory = fit_trajectory(
                 data.horizons, name, hyper, alpha=tp.interval_alpha, seed=tp.seed
             )
             predictor = trajectory.predictor
+            timings[f"trajectory_fit_{name}_s"] = time.perf_counter() - mark
         else:
             predictor, _ = fit_candidate(
                 name,

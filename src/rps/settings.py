@@ -185,10 +185,6 @@ class Settings(BaseSettings):
         return self.state_path / "data" / "processed"
 
     @property
-    def local_store_dir(self) -> Path:
-        return self.state_path / "object-store"
-
-    @property
     def cache_dir(self) -> Path:
         return self.state_path / "cache"
 
@@ -226,7 +222,7 @@ class Settings(BaseSettings):
 
     def ensure_dirs(self) -> None:
         """Create the local state folders (only called by commands that write)."""
-        for path in (self.raw_dir, self.processed_dir, self.cache_dir, self.local_store_dir):
+        for path in (self.raw_dir, self.processed_dir, self.cache_dir):
             path.mkdir(parents=True, exist_ok=True)
 
 

@@ -95,6 +95,7 @@ def in_process(
     from rps.models.bundle import load_bundle
     from rps.params import load_params
     from rps.serving.schemas import Observation, PredictRequest
+    from rps.serving.inputs import observations_to_row
     from rps.serving.served import build_served_model
     from rps.serving.service import PredictionService
     from rps.settings import Settings
@@ -117,17 +118,10 @@ def in_process(
         obs_body = {"observations": window}
 
         def rows_path() -> None:
-            request = PredictRequest.model_validate(body)
-            assert request.rows is not None
-            service.predict(
-                model, service.rows_to_matrix(model, request.rows), issue_times=None, loc="rows"
-            )
+            service.answer(model, PredictRequest.model_validate(body))
 
         def observations_path() -> None:
-            request = PredictRequest.model_validate(obs_body)
-            assert request.observations is not None
-            feature_row, _issued = service.observations_to_row(model, request.observations)
-            service.predict(model, feature_row.reshape(1, -1), issue_times=None, loc="observations")
+            service.answer(model, PredictRequest.model_validate(obs_body))
 
         result = {
             "booster_predict_1_row_us": _time_per_call(lambda: bundle.predictor.predict(matrix)),
@@ -139,7 +133,7 @@ def in_process(
                 lambda: build_feature_row(values, spec, issue_time=issue)
             ),
             "observations_to_row_us": _time_per_call(
-                lambda: service.observations_to_row(model, observations)
+                lambda: observations_to_row(model, observations, None)
             ),
             "service_observations_path_us": _time_per_call(observations_path),
         }

@@ -28,7 +28,12 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
-from bench_serving import _time_per_call, open_loop, start_rps  # bench/ is on sys.path
+from bench_serving import (  # bench/ is on sys.path
+    _time_per_call,
+    open_loop,
+    rps_state_dir,
+    start_rps,
+)
 from benchmarks_doc import publish
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -39,6 +44,8 @@ from tests.integration.conftest_serving import (  # noqa: E402 - after the path 
     build_trajectory_bundle,
     replay_observations,
 )
+
+from rps.data.pipeline import LATEST_OBSERVATIONS  # noqa: E402
 
 SECTION = "## Serving the trajectory"
 GOAL_P99_MS = 20.0
@@ -100,11 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rps-bench-forecast-") as tmp:
         workdir = Path(tmp)
         bundle_dir = build_trajectory_bundle(workdir / "bundle")
-        processed = workdir / "state-1" / "data" / "processed"  # start_rps's state folder
+        state = rps_state_dir(workdir, workers=1)
+        processed = state / "data" / "processed"
         processed.mkdir(parents=True)
         stored = replay_observations(TRAIN_END, TRAIN_END + pd.Timedelta(days=9))
-        stored.to_parquet(processed / "observations.parquet", index=False)
-        steps = in_process(bundle_dir, workdir / "state-1")
+        stored.to_parquet(processed / LATEST_OBSERVATIONS, index=False)
+        steps = in_process(bundle_dir, state)
         server = start_rps(bundle_dir, workdir, workers=1)
         try:
             url = f"{server.url}/forecast?hours=48"

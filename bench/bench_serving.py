@@ -94,8 +94,8 @@ def in_process(
     from rps.features.build import build_feature_row
     from rps.models.bundle import load_bundle
     from rps.params import load_params
-    from rps.serving.schemas import Observation, PredictRequest
     from rps.serving.inputs import observations_to_row
+    from rps.serving.schemas import Observation, PredictRequest
     from rps.serving.served import build_served_model
     from rps.serving.service import PredictionService
     from rps.settings import Settings
@@ -259,6 +259,11 @@ def venv_size_mb(python: Path) -> float:
     return total / 2**20
 
 
+def rps_state_dir(workdir: Path, workers: int, *, fast_predict: bool = True) -> Path:
+    """The state folder (``RPS_STATE_DIR``) of the server :func:`start_rps` starts."""
+    return workdir / f"state-{workers}-{int(fast_predict)}"
+
+
 def start_rps(
     bundle_dir: Path,
     workdir: Path,
@@ -274,7 +279,7 @@ def start_rps(
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update(
         {
-            "RPS_STATE_DIR": str(workdir / f"state-{workers}-{int(fast_predict)}"),
+            "RPS_STATE_DIR": str(rps_state_dir(workdir, workers, fast_predict=fast_predict)),
             "RPS_PARAMS_PATH": str(REPO_ROOT / "params.yaml"),
             "RPS_PROJECT_ROOT": str(REPO_ROOT),
             "RPS_FAST_PREDICT": "1" if fast_predict else "0",

@@ -229,3 +229,17 @@ def test_every_metric_is_documented() -> None:
             assert f"`{label}`" in row, f"{name}: label {label} undocumented"
     for name in recording_rule_names():
         assert f"`{name}`" in docs or name.rsplit(":", 1)[-1] in docs, name
+
+
+def test_people_are_reminded_daily_and_the_receiver_hourly() -> None:
+    # one incident, one notification: a person hears of it when it starts and resolves and is
+    # reminded once a day; only the alert receiver (which retries a failed trigger) hears hourly
+    route = load_yaml(ALERTMANAGER_YML)["route"]
+    repeats = {
+        child["receiver"]: child.get("repeat_interval", route["repeat_interval"])
+        for child in route["routes"]
+    }
+    assert repeats.pop("rps-alert-receiver") == "1h"
+    assert set(repeats) == {"critical", "slack"}
+    assert set(repeats.values()) == {"24h"}
+    assert route["repeat_interval"] == "24h"

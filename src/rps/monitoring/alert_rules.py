@@ -16,7 +16,9 @@ The rules as this module understands them:
   retraining waits, so a retraining cannot learn a stuck sensor before SensorStuck fires.
 
 ``for`` durations (minutes) are shorter than the hour the service's gauges hold in the
-replay, so an hour in which the condition holds is an hour the alert fires.
+replay, so an hour in which the condition holds is an hour the alert fires. DataDriftDetected's
+``keep_firing_for`` (whole hours) keeps it firing that many hours after the last hour its
+condition held, as Prometheus keeps a firing alert.
 """
 
 from __future__ import annotations
@@ -53,10 +55,13 @@ class AlertRules:
         stuck_alert_hours: SensorStuck fires when the stuck-sensor counter reaches this.
         drift_hold_hours: DataDriftDetected is held back while the counter is at or above
             this (None: never held back).
+        drift_keep_hours: DataDriftDetected keeps firing this many hours after its condition
+            last held (its ``keep_firing_for``).
     """
 
     stuck_alert_hours: float
     drift_hold_hours: float | None = None
+    drift_keep_hours: int = 0
 
     def sensor_stuck(self, stuck_hours: np.ndarray) -> np.ndarray:
         """Per hour, whether SensorStuck fires, from the counter ``sensor_stuck_hours``."""
@@ -72,15 +77,33 @@ class AlertRules:
         firing = np.asarray(worst_ratio, dtype=float) > 1.0
         if self.drift_hold_hours is not None:
             firing &= ~(np.asarray(stuck_hours, dtype=float) >= self.drift_hold_hours)
+        if self.drift_keep_hours > 0 and firing.size:
+            # firing at hour t if the condition held at any of the hours t - keep .. t
+            held = np.concatenate([[0], np.cumsum(firing)])
+            start = np.maximum(np.arange(firing.size) - self.drift_keep_hours, 0)
+            firing = held[1:] - held[start] > 0
         return firing
 
 
-def _expr(rules: dict[str, Any], alertname: str) -> str:
+def _rule(rules: dict[str, Any], alertname: str) -> dict[str, Any]:
     for group in rules.get("groups", []):
         for rule in group.get("rules", []):
             if rule.get("alert") == alertname:
-                return " ".join(str(rule["expr"]).split())
+                return dict(rule)
     raise AlertRuleError(f"no alert rule {alertname}")
+
+
+def _expr(rule: dict[str, Any]) -> str:
+    return " ".join(str(rule["expr"]).split())
+
+
+def _whole_hours(rule: dict[str, Any], field: str) -> int:
+    """A duration field of ``rule`` in hours (0 when absent); only whole hours apply here."""
+    text = str(rule.get(field, "0h"))
+    match = re.fullmatch(r"(\d+)h", text)
+    if match is None:
+        raise AlertRuleError(f"{rule['alert']}: {field} {text!r} is not a whole number of hours")
+    return int(match.group(1))
 
 
 def parse_alert_rules(text: str) -> AlertRules:
@@ -90,11 +113,12 @@ def parse_alert_rules(text: str) -> AlertRules:
         AlertRuleError: A rule is missing or its expression has another shape.
     """
     rules = yaml.safe_load(text) or {}
-    stuck_expr = _expr(rules, "SensorStuck")
+    stuck_expr = _expr(_rule(rules, "SensorStuck"))
     stuck = SENSOR_STUCK_EXPR.match(stuck_expr)
     if stuck is None:
         raise AlertRuleError(f"SensorStuck: cannot apply {stuck_expr!r}")
-    drift_expr = _expr(rules, "DataDriftDetected")
+    drift_rule = _rule(rules, "DataDriftDetected")
+    drift_expr = _expr(drift_rule)
     drift = DATA_DRIFT_EXPR.match(drift_expr)
     if drift is None:
         raise AlertRuleError(f"DataDriftDetected: cannot apply {drift_expr!r}")
@@ -102,6 +126,7 @@ def parse_alert_rules(text: str) -> AlertRules:
     return AlertRules(
         stuck_alert_hours=float(stuck.group(1)),
         drift_hold_hours=float(hold) if hold is not None else None,
+        drift_keep_hours=_whole_hours(drift_rule, "keep_firing_for"),
     )
 
 

@@ -38,11 +38,13 @@ def write_rules(
     alert_for: str | None = None,
     group_interval: str | None = None,
 ) -> list[Path]:
-    """Copy the rule files, optionally shortening every ``for`` and group interval.
+    """Copy the rule files, optionally shortening every ``for`` (and ``keep_firing_for``)
+    and group interval.
 
     Expressions and labels stay unchanged, so what runs is what production runs; an alert
     whose ``for`` is shortened gets the new duration in its description (the texts state the
-    rule in force: "for 5 minutes" becomes "for 20s").
+    rule in force: "for 5 minutes" becomes "for 20s"). ``keep_firing_for`` becomes
+    ``alert_for`` too: on an accelerated clock, hours of keeping would outlast the demo.
 
     Returns:
         The written files (absolute paths), recording rules first.
@@ -55,6 +57,8 @@ def write_rules(
             if group_interval and "interval" in group:
                 group["interval"] = group_interval
             for rule in group["rules"]:
+                if alert_for and "keep_firing_for" in rule:
+                    rule["keep_firing_for"] = alert_for
                 if alert_for and "for" in rule:
                     spoken = _spoken_duration(str(rule["for"]))
                     rule["for"] = alert_for

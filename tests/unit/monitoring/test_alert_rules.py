@@ -150,3 +150,64 @@ def test_prometheus_fires_as_the_python_rules_say(promtool: str, tmp_path: Path)
     )
     result = run_tool(promtool, "test", "rules", test_file)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+
+
+def test_keep_firing_for_in_whole_hours() -> None:
+    text = _rules_text('job:drift_check_ratio:max{job="rps-predictor"} > 1', STUCK)
+    rules = yaml.safe_load(text)
+    rules["groups"][0]["rules"][0]["keep_firing_for"] = "3h"
+    assert parse_alert_rules(yaml.safe_dump(rules)).drift_keep_hours == 3
+    rules["groups"][0]["rules"][0]["keep_firing_for"] = "90m"
+    with pytest.raises(AlertRuleError, match="keep_firing_for '90m'"):
+        parse_alert_rules(yaml.safe_dump(rules))
+
+
+def test_a_dip_shorter_than_the_keep_is_one_incident() -> None:
+    rules = AlertRules(stuck_alert_hours=4.0, drift_keep_hours=2)
+    ratio = np.array([1.2, 0.5, 0.5, 1.2, 0.5, 0.5, 0.5, 1.2])
+    firing = rules.data_drift(ratio, np.zeros(len(ratio)))
+    assert firing.tolist() == [True, True, True, True, True, True, False, True]
+
+
+def test_prometheus_keeps_firing_as_the_python_rules_say(promtool: str, tmp_path: Path) -> None:
+    """The rule in force over hours of a ratio that dips under the limit: promtool's firing
+    DataDriftDetected at the middle of each hour is what :meth:`AlertRules.data_drift` says."""
+    rules = load_alert_rules(ALERTS_YML)
+    assert rules.drift_keep_hours > 0
+    keep = rules.drift_keep_hours
+    hours = [1.8, 0.5, 0.5, 1.8] + [0.5] * (keep + 2) + [1.8, 0.5]
+    firing = rules.data_drift(np.array(hours), np.zeros(len(hours)))
+    assert not firing.all()  # the sequence resolves once, so both answers are checked
+    per_minute = " ".join(f"{ratio}x59" for ratio in hours)  # a gauge scraped every minute
+    case = {
+        "name": "hours dipping under the limit",
+        "interval": "1m",
+        "input_series": [
+            {
+                "series": 'drift_check_ratio{job="rps-predictor", instance="api:8000",'
+                ' check="humidity_change"}',
+                "values": per_minute,
+            }
+        ],
+        "promql_expr_test": [
+            {
+                "expr": 'count(ALERTS{alertname="DataDriftDetected", alertstate="firing"})',
+                "eval_time": f"{60 * hour + 30}m",
+                "exp_samples": [{"labels": "{}", "value": 1}] if fires else [],
+            }
+            for hour, fires in enumerate(firing.tolist())
+        ],
+    }
+    test_file = tmp_path / "keep_test.yml"
+    test_file.write_text(
+        yaml.safe_dump(
+            {
+                "rule_files": [str(RULES_DIR / "recording.yml"), str(ALERTS_YML)],
+                "evaluation_interval": "1m",
+                "tests": [case],
+            }
+        ),
+        encoding="utf-8",
+    )
+    result = run_tool(promtool, "test", "rules", test_file)
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"

@@ -29,6 +29,9 @@ def test_shortened_rules_state_the_duration_in_force(tmp_path: Path) -> None:
         assert "for 20s" in text, (name, text)
     drift = " ".join(copied["DataDriftDetected"]["annotations"]["description"].split())
     assert "for 5 minutes" not in drift
+    # kept as long as it waits: hours of keeping would outlast an accelerated demo
+    assert original["DataDriftDetected"]["keep_firing_for"] == "6h"
+    assert copied["DataDriftDetected"]["keep_firing_for"] == "20s"
 
 
 def test_rules_copied_unchanged_without_a_new_duration(tmp_path: Path) -> None:

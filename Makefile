@@ -3,6 +3,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 UV := $(shell bash scripts/bootstrap-uv.sh)
 RUN := $(UV) run --frozen
+# uv on PATH for everything make runs (bootstrap-uv.sh may install it into ~/.local/bin, which a
+# fresh Debian login does not have on PATH; `mlflow models serve --env-manager uv` needs it there)
+export PATH := $(patsubst %/,%,$(dir $(UV))):$(PATH)
 
 .PHONY: help
 help: ## List the targets

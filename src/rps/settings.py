@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     state_dir: Path = Path(".rps")
     params_path: Path = Path("params.yaml")
     log_level: str = "INFO"
+    # model fits run side by side in training (rps.models.parallel); unset: the usable CPUs
+    fit_workers: int | None = Field(default=None, ge=1)
 
     # data source
     source: Literal["open_meteo", "replay", "synthetic"] = "replay"

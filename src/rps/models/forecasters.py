@@ -448,24 +448,31 @@ class HorizonForecaster(_JsonForecaster):
         now = rows.x[:, names.index(rows.spec.target)]
         plain = TrainingRows(rows.x, rows.y, rows.spec, hyper, rows.sample_weight)
         group = group_index(starts, horizons)
-        boosters: dict[int, Any] = {}
-        rounds: dict[str, int] = {}
-        for g in np.unique(group):
-            start = starts[g]
+        target_col, horizon_col = names.index(rows.spec.target), names.index(HORIZON)
+
+        def fit_group(g: int) -> tuple[Any, int]:
             keep = np.flatnonzero(group == g)
             valid_g = None
             if valid is not None:
-                in_group = group_index(starts, valid[0][:, names.index(HORIZON)].astype(int)) == g
+                in_group = group_index(starts, valid[0][:, horizon_col].astype(int)) == g
                 x_v = valid[0][in_group]
-                valid_g = (x_v, valid[1][in_group] - x_v[:, names.index(rows.spec.target)])
-            boosters[start], rounds[str(start)] = _train_booster(
+                valid_g = (x_v, valid[1][in_group] - x_v[:, target_col])
+            return _train_booster(
                 plain,
                 keep,
                 rows.y[keep] - now[keep],
-                rounds=by_group.get(start, 0),
+                rounds=by_group.get(starts[g], 0),
                 seed=seed,
                 valid=valid_g,
             )
+
+        from rps.models.parallel import in_order  # training only: not in a served model's code
+
+        groups = [int(g) for g in np.unique(group)]
+        boosters: dict[int, Any] = {}
+        rounds: dict[str, int] = {}
+        for g, (booster, best) in zip(groups, in_order(fit_group, groups), strict=True):
+            boosters[starts[g]], rounds[str(starts[g])] = booster, best
         stored = {
             "target": rows.spec.target,
             "hyperparams": hyper,

@@ -39,11 +39,13 @@ from rps.models.forecasters import (
     GROUP_ROUNDS,
     GROUP_STARTS,
     MAX_HORIZON,
+    FitInfo,
     Forecaster,
     HorizonForecaster,
     group_index,
 )
 from rps.models.intervals import HorizonInterval, IntervalError, fit_horizon_interval
+from rps.models.parallel import in_order
 from rps.params import HorizonParams
 
 log = logging.getLogger(__name__)
@@ -302,17 +304,21 @@ def out_of_fold(data: HorizonData, name: str, hyper: dict[str, Any], *, seed: in
     train, hp = data.train, data.params
     labels = train.issue_times + pd.to_timedelta(train.horizons, unit="h")
     gap = pd.Timedelta(hours=hp.max_hours)  # the inputs of later rows reach into the block
-    parts: list[HorizonRows] = []
-    preds, folds = [], []
-    rounds: dict[int, list[int]] = {}
+    # per block: its number, the training positions fitted, its rows, its early-stopping rows
+    fold_fits: list[tuple[int, np.ndarray, HorizonRows, np.ndarray]] = []
     for k, (start, end) in enumerate(data.blocks):
-        fit_rows = train.take(np.flatnonzero((labels < start) | (train.issue_times > end + gap)))
+        fitted = np.flatnonzero((labels < start) | (train.issue_times > end + gap))
         block = train.issue_times[(train.issue_times >= start) & (train.issue_times <= end)]
         valid = data.grid(block.unique(), training=True)
-        if len(fit_rows.y) == 0 or len(valid.y) == 0:
-            continue
-        stop = stopping_rows(valid, hp, seed + k)
-        model, info = fit_candidate(
+        if len(fitted) and len(valid.y):
+            fold_fits.append((k, fitted, valid, stopping_rows(valid, hp, seed + k)))
+
+    def fit_block(
+        fold: tuple[int, np.ndarray, HorizonRows, np.ndarray],
+    ) -> tuple[Forecaster, FitInfo]:
+        _, fitted, valid, stop = fold
+        fit_rows = train.take(fitted)
+        return fit_candidate(
             name,
             fit_rows.x,
             fit_rows.y,
@@ -322,6 +328,13 @@ def out_of_fold(data: HorizonData, name: str, hyper: dict[str, Any], *, seed: in
             valid=(valid.x[stop], valid.y[stop]) if name == "lightgbm" else None,
             sample_weight=fit_rows.weights,
         )
+
+    parts: list[HorizonRows] = []
+    preds, folds = [], []
+    rounds: dict[int, list[int]] = {}
+    for (k, _, valid, _), (model, info) in zip(
+        fold_fits, in_order(fit_block, fold_fits), strict=True
+    ):
         for start_h, best in info.get("best_iterations", {}).items():
             rounds.setdefault(int(start_h), []).append(int(best))
         parts.append(valid)

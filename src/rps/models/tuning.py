@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -11,7 +12,8 @@ import numpy as np
 from rps.features.spec import FeatureSpec
 from rps.models import evaluation as ev
 from rps.models.candidates import fit_candidate
-from rps.models.forecasters import INT_PARAMS
+from rps.models.forecasters import INT_PARAMS, FitInfo
+from rps.models.parallel import in_order
 
 #: search-space entries sampled on a log scale (when the low bound is > 0)
 LOG_PARAMS = frozenset({"learning_rate", "alpha", "lambda_l1", "lambda_l2"})
@@ -61,21 +63,33 @@ def cross_validate(
 
     ``sample_weight`` (one per row of ``x``) weights each fold's fit, not its score.
     """
-    fold_rmse: list[float] = []
-    residuals: list[np.ndarray] = []
-    best: list[int] = []
-    for k, (tr, va) in enumerate(folds):
+
+    def fit_fold(fold: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, FitInfo]:
+        tr, va = fold
         weight = None if sample_weight is None else sample_weight[tr]
         predictor, info = fit_candidate(
             name, x[tr], y[tr], spec, hyper, seed=seed, valid=(x[va], y[va]), sample_weight=weight
         )
-        pred = predictor.predict(x[va])
-        fold_rmse.append(ev.rmse(y[va], pred))
-        residuals.append(y[va] - pred)
-        if "best_iteration" in info:
-            best.append(int(info["best_iteration"]))
-        if report is not None:
-            report(k, float(np.mean(fold_rmse)))
+        return predictor.predict(x[va]), info
+
+    # the folds run side by side; with pruning, the first fold runs alone: most pruned
+    # configurations stop after it (docs/BENCHMARKS.md "Training")
+    lead = [fit_fold(folds[0])] if report is not None and folds else []
+    fits = in_order(fit_fold, folds[len(lead) :])
+    fold_rmse: list[float] = []
+    residuals: list[np.ndarray] = []
+    best: list[int] = []
+    try:
+        for k, (pred, info) in enumerate(chain(lead, fits)):
+            va = folds[k][1]
+            fold_rmse.append(ev.rmse(y[va], pred))
+            residuals.append(y[va] - pred)
+            if "best_iteration" in info:
+                best.append(int(info["best_iteration"]))
+            if report is not None:
+                report(k, float(np.mean(fold_rmse)))
+    finally:
+        fits.close()  # a pruned configuration: the folds not started are not fitted
     return CVOutcome(float(np.mean(fold_rmse)), fold_rmse, np.concatenate(residuals), best)
 
 

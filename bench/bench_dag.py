@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     started_at = pd.Timestamp.now(tz="UTC")
     with tempfile.TemporaryDirectory(prefix="rps-bench-dag-") as tmp:
         root = Path(tmp)
-        for key in [k for k in os.environ if k.startswith(("RPS_", "AIRFLOW"))]:
+        # a fresh project state; RPS_FIT_WORKERS (the cores training uses) is kept
+        stale = [k for k in os.environ if k.startswith(("RPS_", "AIRFLOW"))]
+        for key in set(stale) - {"RPS_FIT_WORKERS"}:
             del os.environ[key]
         from rps.orchestration.airflow_home import ensure_airflow_home
         from rps.orchestration.local_run import run_dag_locally

@@ -438,17 +438,19 @@ class HorizonForecaster(_JsonForecaster):
         cls, rows: TrainingRows, *, seed: int = 0, valid: ValidRows = None
     ) -> tuple[HorizonForecaster, FitInfo]:
         """One model per group holding training rows (``hyper`` may set ``group_starts``,
-        ``group_rounds`` (start -> rounds) and ``max_horizon``)."""
+        ``group_rounds`` (start -> rounds) and ``max_horizon``); the groups fit side by side."""
+        from rps.models.parallel import in_order  # training only: not in a served model's code
+
         hyper = dict(rows.hyper)
         starts = sorted(int(s) for s in hyper.pop(GROUP_STARTS, DEFAULT_GROUP_STARTS))
         by_group = {int(k): int(v) for k, v in dict(hyper.pop(GROUP_ROUNDS, {})).items()}
         names = rows.spec.feature_names
-        horizons = rows.x[:, names.index(HORIZON)].astype(int)
+        target_col, horizon_col = names.index(rows.spec.target), names.index(HORIZON)
+        horizons = rows.x[:, horizon_col].astype(int)
         max_horizon = int(hyper.pop(MAX_HORIZON, horizons.max()))
-        now = rows.x[:, names.index(rows.spec.target)]
+        now = rows.x[:, target_col]
         plain = TrainingRows(rows.x, rows.y, rows.spec, hyper, rows.sample_weight)
         group = group_index(starts, horizons)
-        target_col, horizon_col = names.index(rows.spec.target), names.index(HORIZON)
 
         def fit_group(g: int) -> tuple[Any, int]:
             keep = np.flatnonzero(group == g)
@@ -457,16 +459,8 @@ class HorizonForecaster(_JsonForecaster):
                 in_group = group_index(starts, valid[0][:, horizon_col].astype(int)) == g
                 x_v = valid[0][in_group]
                 valid_g = (x_v, valid[1][in_group] - x_v[:, target_col])
-            return _train_booster(
-                plain,
-                keep,
-                rows.y[keep] - now[keep],
-                rounds=by_group.get(starts[g], 0),
-                seed=seed,
-                valid=valid_g,
-            )
-
-        from rps.models.parallel import in_order  # training only: not in a served model's code
+            labels, rounds_g = rows.y[keep] - now[keep], by_group.get(starts[g], 0)
+            return _train_booster(plain, keep, labels, rounds=rounds_g, seed=seed, valid=valid_g)
 
         groups = [int(g) for g in np.unique(group)]
         boosters: dict[int, Any] = {}

@@ -28,7 +28,9 @@ def fit_workers() -> int:
     configured = get_settings().fit_workers
     if configured:
         return configured
-    return len(os.sched_getaffinity(0))
+    if hasattr(os, "sched_getaffinity"):  # Linux: the CPUs this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def in_order(fit: Callable[[T], R], items: Sequence[T]) -> Generator[R, None, None]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import numpy as np
@@ -52,7 +53,6 @@ def test_one_worker_fits_in_the_callers_thread(workers):
 def test_without_a_setting_every_usable_cpu_fits(workers, monkeypatch):
     monkeypatch.delenv("RPS_FIT_WORKERS", raising=False)
     get_settings.cache_clear()
-    import os
 
     assert fit_workers() == len(os.sched_getaffinity(0))
 

@@ -259,6 +259,18 @@ def venv_size_mb(python: Path) -> float:
     return total / 2**20
 
 
+def request_inputs() -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """One feature row (a ``/predict`` body's row) and the observation window behind it,
+    from ten replayed days after the bundle's training data."""
+    from rps.features.build import build_features
+
+    spec = feature_spec()
+    frame = replay_observations(TRAIN_END, TRAIN_END + pd.Timedelta(days=10))
+    features = build_features(frame, spec).dropna(subset=spec.feature_names)
+    row = feature_rows(features.tail(1), spec.feature_names)[0]
+    return row, observation_window(frame.tail(spec.window_hours))
+
+
 def rps_state_dir(workdir: Path, workers: int, *, fast_predict: bool = True) -> Path:
     """The state folder (``RPS_STATE_DIR``) of the server :func:`start_rps` starts."""
     return workdir / f"state-{workers}-{int(fast_predict)}"
@@ -600,21 +612,15 @@ def main() -> None:
     try:
         logger.info("building the bundle in %s", workdir)
         bundle_dir = build_bundle(workdir / "bundle", version="1")
-        spec = feature_spec()
-        frame = replay_observations(TRAIN_END, TRAIN_END + pd.Timedelta(days=10))
-        from rps.features.build import build_features
-
-        features = build_features(frame, spec).dropna(subset=spec.feature_names)
-        row = feature_rows(features.tail(1), spec.feature_names)[0]
-        window = observation_window(frame.tail(spec.window_hours))
+        row, window = request_inputs()
         results["in_process_us"] = in_process(bundle_dir, row, window)
         logger.info("in-process: %s", results["in_process_us"])
 
         rps_body = {"rows": [row]}
         mlflow_body = {
             "dataframe_split": {
-                "columns": spec.feature_names,
-                "data": [[row[n] for n in spec.feature_names]],
+                "columns": list(row),  # the feature order
+                "data": [list(row.values())],
             }
         }
         serve_python = args.serve_python

@@ -6,16 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import pandas as pd
 import pytest
-
-from tests.integration.conftest_serving import (
-    TRAIN_END,
-    feature_rows,
-    feature_spec,
-    observation_window,
-    replay_observations,
-)
 
 pytestmark = pytest.mark.slow
 
@@ -25,17 +16,10 @@ BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
 def test_in_process_costs_run_against_the_current_service(
     serving_bundle: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from rps.features.build import build_features
-
     monkeypatch.syspath_prepend(str(BENCH_DIR))
     import bench_serving
 
-    spec = feature_spec()
-    frame = replay_observations(TRAIN_END, TRAIN_END + pd.Timedelta(days=10))
-    features = build_features(frame, spec).dropna(subset=spec.feature_names)
-    row = feature_rows(features.tail(1), spec.feature_names)[0]
-    window = observation_window(frame.tail(spec.window_hours))
-
+    row, window = bench_serving.request_inputs()
     costs = bench_serving.in_process(serving_bundle, row, window)
 
     assert set(costs) == {
